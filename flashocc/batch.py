@@ -1,0 +1,44 @@
+"""The batch dict shared by the data pipeline, the model, export and the runtimes.
+
+Inputs (official semantics, flashocc.md §3.3, §4.3):
+  img         (B, N, 3, H, W) float32, normalised, **BGR** channel order (official quirk §12.1)
+  sensor2ego  (B, N, 4, 4)    camera -> its own ego frame
+  ego2global  (B, N, 4, 4)    each camera's own ego pose at its timestamp
+  intrinsics  (B, N, 3, 3)
+  post_rots   (B, N, 3, 3)    image augmentation (original -> augmented pixels)
+  post_trans  (B, N, 3)
+  bda         (B, 3, 3)       BEV augmentation applied in the key-ego frame
+Targets (train mode): voxel_semantics (B, Dx, Dy, Dz) uint8/long, mask_camera (B, Dx, Dy, Dz),
+optional mask_lidar and gt_depth (B, N, H, W) metres (0 = no LiDAR point).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+INPUT_KEYS: tuple[str, ...] = ("img", "sensor2ego", "ego2global", "intrinsics", "post_rots", "post_trans", "bda")
+TARGET_KEYS: tuple[str, ...] = ("voxel_semantics", "mask_camera")
+OPTIONAL_KEYS: tuple[str, ...] = ("mask_lidar", "gt_depth")
+
+_TRAILING_SHAPES = {
+    "sensor2ego": (4, 4), "ego2global": (4, 4), "intrinsics": (3, 3), "post_rots": (3, 3), "post_trans": (3,),
+}
+
+
+def check_inputs(batch: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+    """Validate the input keys and shapes once on entry; returns (B, N)."""
+    missing = [k for k in INPUT_KEYS if k not in batch]
+    if missing:
+        raise KeyError(f"batch is missing {missing}; expected keys {list(INPUT_KEYS)}")
+    img = batch["img"]
+    if img.dim() != 5 or img.shape[2] != 3:
+        raise ValueError(f"batch['img'] must be (B, N, 3, H, W), got {tuple(img.shape)}")
+    b, n = img.shape[:2]
+    for key, trailing in _TRAILING_SHAPES.items():
+        want = (b, n, *trailing)
+        if tuple(batch[key].shape) != want:
+            raise ValueError(f"batch['{key}'] must be {want} to match img {tuple(img.shape)}, got {tuple(batch[key].shape)}")
+    if tuple(batch["bda"].shape) != (b, 3, 3):
+        raise ValueError(f"batch['bda'] must be ({b}, 3, 3), got {tuple(batch['bda'].shape)}")
+    return b, n
