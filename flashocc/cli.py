@@ -26,17 +26,52 @@ def _run_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = f"{'name':<18} {'params':>12} {'input (HxW)':>12} {'GFLOPs':>8}  description"
+    header = f"{'name':<18} {'params':>12} {'input (HxW)':>12} {'GFLOPs':>8} {'GMACs':>7}  description"
     print(header)
     print("-" * len(header))
     for r in rows:
         gflops = "-" if r.get("gflops") is None else f"{r['gflops']:.1f}"
+        gmacs = "-" if r.get("gmacs") is None else f"{r['gmacs']:.1f}"
         size = f"{r['input_size'][0]}x{r['input_size'][1]}"
-        print(f"{r['name']:<18} {r['params']:>12,} {size:>12} {gflops:>8}  {r['description']}")
+        print(f"{r['name']:<18} {r['params']:>12,} {size:>12} {gflops:>8} {gmacs:>7}  {r['description']}")
+    print("\nGFLOPs count 2 per multiply-add; the official README's FLOPs column counts multiply-adds (GMACs).")
     return 0
 
 
-# <<data commands>>
+# ---- data ---------------------------------------------------------------------------------------
+_DATA_SUBCOMMANDS: argparse._SubParsersAction | None = None
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    global _DATA_SUBCOMMANDS
+    p = sub.add_parser("data", help="build info files from nuScenes tables, or generate a synthetic set")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    _DATA_SUBCOMMANDS = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    n = _DATA_SUBCOMMANDS.add_parser(
+        "nuscenes", help="write infos_train.pkl / infos_val.pkl from the nuScenes JSON tables (official split)")
+    n.add_argument("--root", required=True, help="nuScenes root (holds samples/ and the VERSION/ tables)")
+    n.add_argument("--occ", default=None, help="Occ3D-nuScenes 'gts' folder (default: ROOT/gts)")
+    n.add_argument("--out", required=True, help="output folder for the info files")
+    n.add_argument("--version", default="v1.0-trainval", choices=["v1.0-trainval", "v1.0-mini"])
+    n.add_argument("--json", action="store_true", help="print the summary as JSON")
+    n.set_defaults(func=_run_data_nuscenes)
+    # <<data synth subcommand>>
+
+
+def _run_data_nuscenes(args: argparse.Namespace) -> int:
+    from flashocc.data.nuscenes_tables import build_nuscenes_infos
+
+    result = build_nuscenes_infos(args.root, args.out, version=args.version, occ=args.occ)
+    summary = {"files": {k: str(v) for k, v in result.files.items()}, "samples": result.counts,
+               "missing_labels": result.missing_labels}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    for split, path in result.files.items():
+        print(f"{split:<6} {result.counts[split]:>7} samples -> {path}")
+    if result.missing_labels:
+        print(f"warning: {result.missing_labels} samples have no Occ3D labels.npz", file=sys.stderr)
+    return 0
 
 # <<metrics commands>>
 
@@ -56,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_adders():
     adders = [_add_models]
+    adders.append(_add_data)
     # <<register commands>>
     return adders
 

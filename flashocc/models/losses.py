@@ -1,0 +1,79 @@
+"""Losses: masked occupancy cross-entropy and the LiDAR depth loss (flashocc.md §2.3, §3.7)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def class_balance_weights(frequencies: Sequence[int]) -> torch.Tensor:
+    """w_c = 1 / log(f_c + 0.001) from per-class voxel counts (official class_balance, §2.3)."""
+    return torch.tensor([1.0 / math.log(f + 0.001) for f in frequencies], dtype=torch.float32)
+
+
+def occupancy_loss(
+    logits: torch.Tensor,
+    voxel_semantics: torch.Tensor,
+    mask_camera: torch.Tensor | None,
+    class_weights: torch.Tensor | None = None,
+    ignore_label: int = 255,
+) -> torch.Tensor:
+    """Cross-entropy over voxels, averaged over the camera-visible voxels of the *whole batch*.
+
+    logits (B, Dx, Dy, Dz, K); voxel_semantics (B, Dx, Dy, Dz) labels; mask_camera 0/1 or None (all
+    voxels count). With ``class_weights`` the normaliser is Σ_c count_c·w_c over the counted voxels,
+    as the official head computes it.
+    """
+    num_classes = logits.shape[-1]
+    labels = voxel_semantics.reshape(-1).long()
+    flat = logits.reshape(-1, num_classes).float()
+    weight = class_weights.to(flat.device) if class_weights is not None else None
+    per_voxel = F.cross_entropy(flat, labels, weight=weight, reduction="none", ignore_index=ignore_label)
+    if mask_camera is None:
+        mask = torch.ones_like(per_voxel)
+    else:
+        mask = mask_camera.reshape(-1).to(per_voxel.dtype)
+    if weight is None:
+        normaliser = mask.sum()
+    else:
+        counted = labels[(mask > 0) & (labels != ignore_label)]
+        normaliser = weight[counted].sum()
+    return (per_voxel * mask).sum() / (normaliser + torch.finfo(torch.float32).eps)
+
+
+def downsample_gt_depth(gt_depth: torch.Tensor, downsample: int) -> torch.Tensor:
+    """(B, N, H, W) metres -> (B·N, H/ds, W/ds): the nearest non-zero depth per ds x ds patch (0 = none)."""
+    b, n, h, w = gt_depth.shape
+    x = gt_depth.reshape(b * n, h // downsample, downsample, w // downsample, downsample)
+    x = x.permute(0, 1, 3, 2, 4).reshape(b * n, h // downsample, w // downsample, downsample * downsample)
+    x = torch.where(x == 0, torch.full_like(x, 1e5), x).min(dim=-1).values
+    return torch.where(x >= 1e5, torch.zeros_like(x), x)
+
+
+def depth_bin_targets(depth: torch.Tensor, start: float, stop: float, step: float, num_bins: int, sid: bool) -> torch.Tensor:
+    """One-hot (…, D) targets; rows of zeros where there is no valid depth (flashocc.md §3.7).
+
+    Official quirk: the bin index is truncated with .long(), so bin k covers [start + k·step, start + (k+1)·step).
+    """
+    if sid:
+        idx = (torch.log(depth) - math.log(start)) * (num_bins - 1) / math.log((stop - 1) / start) + 1
+    else:
+        idx = (depth - (start - step)) / step
+    idx = torch.where((idx < num_bins + 1) & (idx >= 0) & (depth > 0), idx, torch.zeros_like(idx)).long()
+    return F.one_hot(idx, num_classes=num_bins + 1)[..., 1:].float()
+
+
+def depth_loss(depth_probs: torch.Tensor, gt_depth: torch.Tensor, downsample: int,
+               bins: tuple[float, float, float], sid: bool) -> torch.Tensor:
+    """BCE between predicted depth probabilities (B·N, D, fH, fW) and one-hot LiDAR depth bins,
+    over foreground pixels only, summed over D and divided by max(1, #foreground)."""
+    num_bins = depth_probs.shape[1]
+    target = depth_bin_targets(downsample_gt_depth(gt_depth, downsample), *bins, num_bins=num_bins, sid=sid)
+    target = target.reshape(-1, num_bins)
+    probs = depth_probs.permute(0, 2, 3, 1).reshape(-1, num_bins).float()
+    foreground = target.max(dim=1).values > 0
+    with torch.autocast(device_type=probs.device.type, enabled=False):
+        loss = F.binary_cross_entropy(probs[foreground], target[foreground], reduction="sum")
+    return loss / max(1.0, float(foreground.sum()))
