@@ -190,7 +190,51 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--version", default="v1.0-trainval", choices=["v1.0-trainval", "v1.0-mini"])
     n.add_argument("--json", action="store_true", help="print the summary as JSON")
     n.set_defaults(func=_run_data_nuscenes)
-    # <<data synth subcommand>>
+    s = _DATA_SUBCOMMANDS.add_parser(
+        "synth", help="generate the built-in synthetic driving set (nuScenes/Occ3D layout with info files)")
+    s.add_argument("--out", required=True, help="output folder: the data root of the new set")
+    s.add_argument("--scenes", type=int, default=10, help="scenes to generate (default 10)")
+    s.add_argument("--frames-per-scene", type=int, default=20, help="2 Hz keyframes per scene (default 20)")
+    s.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same bytes (default 0)")
+    s.add_argument("--image-size", default="704x396", metavar="WxH",
+                   help="camera image size; intrinsics are the nuScenes ones scaled from 1600x900 (default 704x396)")
+    s.add_argument("--val-scenes", type=int, default=None, help="scenes in infos_val.pkl, taken last "
+                   "(default: max(1, scenes // 5))")
+    s.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default 2)")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    def _run_data_synth(args: argparse.Namespace) -> int:
+        import time
+
+        from tqdm import tqdm
+
+        from flashocc.data.synth import SynthConfig, generate_synthetic_set
+
+        try:
+            width, height = (int(v) for v in args.image_size.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"--image-size expects WxH such as 704x396, got {args.image_size!r}") from None
+        config = SynthConfig(scenes=args.scenes, frames_per_scene=args.frames_per_scene, seed=args.seed,
+                             image_size=(width, height), val_scenes=args.val_scenes, workers=args.workers)
+        start = time.perf_counter()
+        with tqdm(total=args.scenes * args.frames_per_scene, desc="synth", unit="frame",
+                  disable=not sys.stderr.isatty()) as bar:
+            root = generate_synthetic_set(args.out, config, progress=lambda done, total: bar.update(1))
+        seconds = time.perf_counter() - start
+        frames = args.scenes * args.frames_per_scene
+        summary = {"root": str(root), "frames": frames, "val_scenes": config.num_val_scenes,
+                   "infos": [str(root / "infos_train.pkl"), str(root / "infos_val.pkl")],
+                   "seconds": round(seconds, 2), "frames_per_s": round(frames / seconds, 2)}
+        if args.json:
+            print(json.dumps(summary, indent=2))
+            return 0
+        print(f"wrote {frames} frames ({args.scenes} scenes, {config.num_val_scenes} for val) to {root} "
+              f"in {seconds:.1f} s ({frames / seconds:.2f} frames/s)")
+        for path in summary["infos"]:
+            print(f"  {path}")
+        return 0
+
+    s.set_defaults(func=_run_data_synth)
 
 
 def _run_data_nuscenes(args: argparse.Namespace) -> int:
@@ -282,6 +326,94 @@ def _run_viz(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- deployment -----------------------------------------------------------------------------------
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="export a model to ONNX (full graph or TensorRT-style precomputed pooling indices)",
+        description="Write an ONNX graph of PRESET. full: inputs are the PyTorch batch (img + calibration), geometry "
+                    "and pooling run in the graph. precomputed: inputs are img and the five pooling index arrays, "
+                    "computed per calibration by flashocc.deploy.OnnxOccModel. Random weights without --checkpoint.")
+    p.add_argument("preset", help="model preset, e.g. flashocc-r50-m0 (see 'flashocc models')")
+    p.add_argument("--checkpoint", help="weights to load (official mmdet3d, EMA or ours)")
+    p.add_argument("--out", required=True, help="output .onnx path")
+    p.add_argument("--mode", choices=("full", "precomputed"), default="full")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--batch", type=int, default=1, help="batch size baked into the graph (default 1)")
+    p.add_argument("--accumulate", choices=("float64", "float32"), default="float64",
+                   help="pooling prefix-sum precision; float32 for TensorRT (default float64, exact)")
+    p.add_argument("--int8", type=int, metavar="N", default=0,
+                   help="also write <out>_int8.onnx, INT8 QDQ calibrated on N samples")
+    p.add_argument("--fp16", action="store_true", help="also write <out>_fp16.onnx for GPU providers")
+    p.add_argument("--calib-root", help="dataset root for INT8 calibration (with --calib-infos)")
+    p.add_argument("--calib-infos", help="info file for INT8 calibration; default: random inputs")
+    p.add_argument("--json", action="store_true", help="print the written files as JSON")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from flashocc.deploy.onnx import export_preset
+
+    out = export_preset(args.preset, args.out, checkpoint=args.checkpoint, mode=args.mode, opset=args.opset,
+                        batch_size=args.batch, accumulate=getattr(torch, args.accumulate))
+    files = {"fp32": str(out)}
+    stem = Path(out).with_suffix("")
+    if args.int8:
+        from flashocc.deploy.quantize import calibration_batches, quantize_int8
+
+        batches = calibration_batches(args.preset, args.int8, args.calib_root, args.calib_infos)
+        files["int8"] = str(quantize_int8(out, f"{stem}_int8.onnx", batches))
+    if args.fp16:
+        from flashocc.deploy.quantize import convert_fp16
+
+        files["fp16"] = str(convert_fp16(out, f"{stem}_fp16.onnx"))
+    if args.json:
+        print(json.dumps({"preset": args.preset, "mode": args.mode, "files": files}, indent=2))
+        return 0
+    for precision, path in files.items():
+        print(f"{precision:<5} {path}")
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench", help="latency per stage, FPS and memory per backend/precision, plus the 2D vs 3D head ablation",
+        description="Side-by-side table of PRESET on torch / torch-compile / onnxruntime / tensorrt at fp32 / fp16 / "
+                    "int8 (unavailable combinations are listed as skipped with the reason), then the BEV encoder + "
+                    "head of flashocc-r50-m1 (channel-to-height) against bevdetocc-r50 (3D convs).")
+    p.add_argument("preset", help="model preset, e.g. flashocc-r50-m0")
+    p.add_argument("--backend", default="torch,onnxruntime", help="comma list of torch,torch-compile,onnxruntime,tensorrt")
+    p.add_argument("--precision", default="fp32,int8", help="comma list of fp32,fp16,int8")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
+    p.add_argument("--threads", type=int, default=None, help="torch / onnxruntime intra-op threads")
+    p.add_argument("--checkpoint", help="weights to load (default: random, BatchNorm-calibrated)")
+    p.add_argument("--mode", choices=("full", "precomputed"), default="precomputed", help="exported graph to time")
+    p.add_argument("--calib-samples", type=int, default=4, help="INT8 calibration samples (default 4)")
+    p.add_argument("--no-ablation", action="store_true", help="skip the 2D vs 3D head ablation")
+    p.add_argument("--workdir", help="keep the exported graphs and engines here")
+    p.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from flashocc.deploy.bench import BenchConfig, format_table, run_bench
+
+    cfg = BenchConfig(args.preset, backends=tuple(s.strip() for s in args.backend.split(",") if s.strip()),
+                      precisions=tuple(s.strip() for s in args.precision.split(",") if s.strip()),
+                      batch_size=args.batch, repeats=args.repeats, threads=args.threads, checkpoint=args.checkpoint,
+                      mode=args.mode, calib_samples=args.calib_samples, ablation=not args.no_ablation,
+                      workdir=args.workdir)
+    report = run_bench(cfg)
+    print(format_table(report))
+    if args.json:
+        report.save(args.json)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flashocc", description="FlashOcc 3D occupancy prediction",
@@ -298,6 +430,7 @@ def _command_adders():
     adders.append(_add_data)
     adders.append(_add_viz)
     adders.append(_add_evaluate)
+    adders += [_add_export, _add_bench]
     # <<register commands>>
     return adders
 

@@ -4,17 +4,29 @@ One ``SampleInfo`` per keyframe. Paths are relative to the data root. Transforms
 4x4 matrices: ``sensor2ego`` (camera -> that camera's ego), ``ego2global`` (that camera's own ego
 pose at its timestamp). Our own files are pickles of plain containers and numpy arrays, read with a
 restricted unpickler like every other info file.
+
+``load_infos`` recognises three layouts and always returns validated ``list[SampleInfo]``:
+* ours: ``{"format": "flashocc-infos", "version", "metadata", "samples"}`` (``save_infos``);
+* BEVDet / FlashOcc ``bevdetv2-nuscenes_infos_*.pkl``: ``{"infos": [...], "metadata"}`` with
+  quaternion (w, x, y, z) poses, per-camera ego poses, ``occ_path`` and ``scene_name`` (flashocc.md §4.1);
+* mmdet3d v1.x: ``{"metainfo", "data_list"}`` with 4x4 matrices (the fixture's format).
 """
 from __future__ import annotations
 
 import io
+import logging
+import math
 import os
 import pickle
 import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
+
+from flashocc.geometry import NUSCENES_CAMERAS, make_transform
+
+log = logging.getLogger(__name__)
 
 FORMAT_NAME = "flashocc-infos"
 FORMAT_VERSION = 1
@@ -80,6 +92,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         ("_codecs", "encode"),  # protocol-2 pickles store array bytes through it; it only encodes text
         ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"),
         ("builtins", "slice"), ("builtins", "complex"),
+        ("builtins", "bytes"), ("__builtin__", "bytes"),  # protocol-2 pickles rebuild empty bytes through it
     }
 
     def find_class(self, module: str, name: str):
@@ -101,8 +114,194 @@ def safe_load_pickle(path: str | os.PathLike):
 
 
 def load_infos(path: str | os.PathLike) -> list[SampleInfo]:
-    """Read our own info file. (Readers for BEVDet and mmdet3d formats are added beside this.)"""
+    """Read an info file in any supported layout (ours, BEVDet, mmdet3d v1.x) and validate every sample.
+
+    Errors name the file and, for a bad record, the sample token and the field.
+    """
+    path = Path(path)
     payload = safe_load_pickle(path)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
-        raise ValueError(f"{path}: not a {FORMAT_NAME} file (no 'format' key)")
-    return [sample_from_dict(d) for d in payload["samples"]]
+    if isinstance(payload, dict) and payload.get("format") == FORMAT_NAME:
+        if payload.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: {FORMAT_NAME} version {payload.get('version')!r} is not supported "
+                             f"(expected {FORMAT_VERSION})")
+        reader, records = _read_ours, payload.get("samples")
+    elif isinstance(payload, dict) and "data_list" in payload:
+        reader, records = _read_mmdet3d, payload["data_list"]
+    elif isinstance(payload, dict) and "infos" in payload:
+        reader, records = _read_bevdet, payload["infos"]
+    else:
+        found = (f"dict with keys {sorted(map(str, payload))[:8]}" if isinstance(payload, dict)
+                 else type(payload).__name__)
+        raise ValueError(
+            f"{path}: not an info file: expected a {FORMAT_NAME} dict, a BEVDet pkl ({{'infos': [...]}}) or an "
+            f"mmdet3d v1.x pkl ({{'metainfo', 'data_list'}}); found a {found}")
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: the sample list must be a list, found {type(records).__name__}")
+    samples = []
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: record {i} must be a dict, found {type(record).__name__}")
+        token = str(record.get("token", f"<record {i}>"))
+        try:
+            sample = reader(record)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: sample {token}: cannot read the record ({type(exc).__name__}: {exc})") from exc
+        validate_sample(sample, source=str(path))
+        samples.append(sample)
+    link_previous_samples(samples)
+    log.info("read %d samples from %s", len(samples), path)
+    return samples
+
+
+def validate_sample(sample: SampleInfo, source: str = "<memory>") -> None:
+    """Check shapes, finiteness and that every pose is rigid; errors name the file, token and field."""
+    where = f"{source}: sample {sample.token}"
+    if not sample.token:
+        raise ValueError(f"{source}: a sample has an empty token")
+    _check_pose(sample.lidar2ego, f"{where}: field 'lidar2ego'")
+    _check_pose(sample.ego2global, f"{where}: field 'ego2global'")
+    if not sample.cams:
+        raise ValueError(f"{where}: field 'cams' is empty; expected the six camera records")
+    for name, cam in sample.cams.items():
+        _check_pose(cam.sensor2ego, f"{where}: field 'cams.{name}.sensor2ego'")
+        _check_pose(cam.ego2global, f"{where}: field 'cams.{name}.ego2global'")
+        k = np.asarray(cam.intrinsics)
+        if k.shape != (3, 3) or not np.all(np.isfinite(k)) or not (k[0, 0] > 0 and k[1, 1] > 0):
+            raise ValueError(f"{where}: field 'cams.{name}.intrinsics' must be a finite 3x3 matrix with positive "
+                             f"focal lengths, found shape {k.shape}: {k.tolist()}")
+
+
+def _check_pose(matrix: np.ndarray, where: str, tol: float = 1e-3) -> None:
+    m = np.asarray(matrix)
+    if m.shape != (4, 4) or not np.all(np.isfinite(m)):
+        raise ValueError(f"{where} must be a finite 4x4 transform, found shape {m.shape}")
+    rot = m[:3, :3]
+    err = float(np.abs(rot.T @ rot - np.eye(3)).max())
+    det = float(np.linalg.det(rot))
+    if err > tol or abs(det - 1.0) > tol:
+        raise ValueError(f"{where}: the 3x3 part is not a rotation (max |R^T R - I| = {err:.3g}, det = {det:.4g}); "
+                         f"expected an orthonormal matrix with det +1")
+    if np.abs(m[3] - np.array([0.0, 0.0, 0.0, 1.0])).max() > tol:
+        raise ValueError(f"{where}: the last row must be [0, 0, 0, 1], found {m[3].tolist()}")
+
+
+def link_previous_samples(samples: list[SampleInfo]) -> None:
+    """Fill empty ``prev_token`` from timestamp order within each scene (BEVDet and mmdet3d files lack it)."""
+    last_in_scene: dict[str, SampleInfo] = {}
+    for sample in sorted(samples, key=lambda s: s.timestamp):
+        if not sample.scene_token:
+            continue  # unknown scene: no temporal neighbours are claimed
+        prev = last_in_scene.get(sample.scene_token)
+        if not sample.prev_token and prev is not None:
+            sample.prev_token = prev.token
+        last_in_scene[sample.scene_token] = sample
+
+
+def data_relative_path(path: str, anchors: tuple[str, ...] = ("samples", "sweeps")) -> str:
+    """Turn a path from a foreign info file into one relative to the data root.
+
+    BEVDet infos hold ``./data/nuscenes/samples/CAM_FRONT/x.jpg`` (relative to the training CWD) or an
+    absolute path on the machine that built them. We keep everything from the last anchor folder
+    (``samples``/``sweeps`` for sensor files, ``gts`` for Occ3D folders) so they resolve under any root;
+    a path without an anchor is kept as is (minus a leading ``./``).
+    """
+    posix = PurePosixPath(str(path).replace("\\", "/"))  # also drops a leading "./"
+    hits = [i for i, part in enumerate(posix.parts[:-1]) if part in anchors]
+    return "/".join(posix.parts[hits[-1]:]) if hits else posix.as_posix()
+
+
+def _matrix(value, shape: tuple[int, ...], field_name: str) -> np.ndarray:
+    out = np.asarray(value, dtype=np.float64)
+    if out.shape != shape:
+        raise ValueError(f"field '{field_name}' must have shape {shape}, found {out.shape}")
+    return out
+
+
+def _read_ours(d: dict) -> SampleInfo:
+    sample = sample_from_dict(d)
+    sample.lidar2ego = _matrix(sample.lidar2ego, (4, 4), "lidar2ego")
+    sample.ego2global = _matrix(sample.ego2global, (4, 4), "ego2global")
+    for name, cam in sample.cams.items():
+        cam.intrinsics = _matrix(cam.intrinsics, (3, 3), f"cams.{name}.intrinsics")
+        cam.sensor2ego = _matrix(cam.sensor2ego, (4, 4), f"cams.{name}.sensor2ego")
+        cam.ego2global = _matrix(cam.ego2global, (4, 4), f"cams.{name}.ego2global")
+    return sample
+
+
+def _read_bevdet(d: dict) -> SampleInfo:
+    """One ``bevdetv2-nuscenes_infos_*.pkl`` record (flashocc.md §4.1; quaternions are w, x, y, z)."""
+    cams = {}
+    for name, cam in d["cams"].items():
+        cams[name] = CameraInfo(
+            image_path=data_relative_path(cam["data_path"]),
+            intrinsics=_matrix(cam["cam_intrinsic"], (3, 3), f"cams.{name}.cam_intrinsic"),
+            sensor2ego=make_transform(check_quaternion(cam["sensor2ego_rotation"]), cam["sensor2ego_translation"]),
+            ego2global=make_transform(check_quaternion(cam["ego2global_rotation"]), cam["ego2global_translation"]),
+            timestamp=int(cam.get("timestamp", 0)),
+        )
+    occ = d.get("occ_path")
+    return SampleInfo(
+        token=str(d["token"]), scene_name=str(d.get("scene_name", "")), scene_token=str(d.get("scene_token", "")),
+        timestamp=int(d["timestamp"]), lidar_path=data_relative_path(d["lidar_path"]),
+        lidar2ego=make_transform(check_quaternion(d["lidar2ego_rotation"]), d["lidar2ego_translation"]),
+        ego2global=make_transform(check_quaternion(d["ego2global_rotation"]), d["ego2global_translation"]),
+        cams=_camera_order(cams), occ_path=None if occ is None else data_relative_path(occ, ("gts",)),
+    )
+
+
+def _read_mmdet3d(d: dict) -> SampleInfo:
+    """One mmdet3d v1.x ``data_list`` record (timestamps in seconds, 4x4 matrices).
+
+    mmdet3d v1.x stores no per-camera ego pose, but its ``lidar2cam`` was built through both ego poses
+    (lidar -> lidar-ego -> global -> camera-ego -> camera), so each camera's own ego pose is recovered as
+    ego2global · lidar2ego · lidar2cam⁻¹ · cam2ego⁻¹ (on the fixture it moves 0.005-0.37 m, in proportion
+    to the exposure delay, with z = 0 as nuScenes poses have). Without ``lidar2cam`` every camera gets
+    the sample's (LiDAR) ego2global and the ego motion between exposures is not compensated.
+    Bare file names are placed under mmdet3d's default prefixes ``samples/<CHANNEL>/``; the dataset
+    also finds them flat in the root (the layout of the mmdet3d demo data).
+    """
+    ego2global = _matrix(d["ego2global"], (4, 4), "ego2global")
+    lidar = d["lidar_points"]
+    lidar2ego = _matrix(lidar["lidar2ego"], (4, 4), "lidar_points.lidar2ego")
+    cams = {}
+    for name, cam in d["images"].items():
+        if not cam.get("img_path"):
+            continue  # mmdet3d leaves cameras without a keyframe image as empty dicts
+        cam2ego = _matrix(cam["cam2ego"], (4, 4), f"images.{name}.cam2ego")
+        cam_ego2global = ego2global.copy()
+        if cam.get("lidar2cam") is not None:
+            lidar2cam = _matrix(cam["lidar2cam"], (4, 4), f"images.{name}.lidar2cam")
+            cam_ego2global = ego2global @ lidar2ego @ np.linalg.inv(lidar2cam) @ np.linalg.inv(cam2ego)
+        cams[name] = CameraInfo(
+            image_path=_with_prefix(cam["img_path"], f"samples/{name}"),
+            intrinsics=_matrix(cam["cam2img"], (3, 3), f"images.{name}.cam2img"),
+            sensor2ego=cam2ego, ego2global=cam_ego2global, timestamp=_microseconds(cam.get("timestamp", 0)),
+        )
+    return SampleInfo(
+        token=str(d["token"]), scene_name=str(d.get("scene_name", "")), scene_token=str(d.get("scene_token", "")),
+        timestamp=_microseconds(d["timestamp"]), lidar_path=_with_prefix(lidar["lidar_path"], "samples/LIDAR_TOP"),
+        lidar2ego=lidar2ego, ego2global=ego2global, cams=_camera_order(cams), occ_path=d.get("occ_path"),
+    )
+
+
+def check_quaternion(value) -> np.ndarray:
+    """A unit quaternion (w, x, y, z) as a float64 (4,) array; raises ValueError otherwise."""
+    q = np.asarray(value, dtype=np.float64).reshape(-1)
+    if q.shape != (4,) or not np.all(np.isfinite(q)) or not math.isclose(float(np.linalg.norm(q)), 1.0, abs_tol=1e-3):
+        raise ValueError(f"expected a unit quaternion (w, x, y, z), found {q.tolist()}")
+    return q
+
+
+def _microseconds(ts) -> int:
+    """mmdet3d v1.x stores seconds as float; nuScenes and our records use integer microseconds."""
+    return int(ts) if isinstance(ts, (int, np.integer)) else int(round(float(ts) * 1e6))
+
+
+def _with_prefix(path: str, prefix: str) -> str:
+    return f"{prefix}/{path}" if "/" not in str(path) else data_relative_path(path)
+
+
+def _camera_order(cams: dict[str, CameraInfo]) -> dict[str, CameraInfo]:
+    """Key cameras in the model order (flashocc.md §5.2: the info insertion order differs)."""
+    known = [name for name in NUSCENES_CAMERAS if name in cams]
+    return {name: cams[name] for name in known + sorted(set(cams) - set(known))}

@@ -47,7 +47,7 @@ def ensure_synthetic_set(root: Path, config: SynthConfig = DEMO_SYNTH) -> Path:
 
 def render_pictures(model, dataset, device, out: Path, count: int = 2) -> list[str]:
     """Prediction vs ground truth (BEV + 3D + error map) and the 3D prediction for the first val frames."""
-    from flashocc.viz import render_comparison, render_voxels, save_image
+    from flashocc.viz import render_comparison, render_overview, save_image
 
     written = []
     for i, (batch, labels) in enumerate(predictions(model, dataset, device)):
@@ -57,7 +57,7 @@ def render_pictures(model, dataset, device, out: Path, count: int = 2) -> list[s
         gt = batch["voxel_semantics"][0].numpy()
         mask = batch["mask_camera"][0].numpy()
         written.append(str(save_image(render_comparison(labels[0], gt, mask), out / f"pred_vs_gt_{i}_{token}.png")))
-        written.append(str(save_image(render_voxels(labels[0], mask=mask), out / f"pred_3d_{i}_{token}.png")))
+        written.append(str(save_image(render_overview(labels[0], mask=mask), out / f"pred_{i}_{token}.png")))
     return written
 
 

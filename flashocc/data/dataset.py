@@ -1,0 +1,239 @@
+"""``OccDataset``: one code path for real nuScenes + Occ3D and the synthetic world (flashocc.md §4.2-§4.5).
+
+Layout under ``root``: camera JPEGs and LiDAR ``.bin`` files at the paths the infos give (relative to the
+root), Occ3D labels at ``<occ_path>/labels.npz``. Files that are not at ``root/<path>`` are also looked for
+flat in the root (``root/<file name>``: the mmdet3d demo layout of the fixture); nuScenes file names are
+unique, so this cannot pick a wrong file.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from flashocc.data import transforms as T
+from flashocc.data.infos import SampleInfo, load_infos
+from flashocc.data.occ3d import load_labels
+from flashocc.geometry import NUSCENES_CAMERAS
+
+log = logging.getLogger(__name__)
+
+VOLUME_KEYS: tuple[str, ...] = ("voxel_semantics", "mask_lidar", "mask_camera")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Data pipeline settings; defaults are the official FlashOcc-R50 ones (flashocc.md §1.1)."""
+
+    cameras: tuple[str, ...] = NUSCENES_CAMERAS   # order matters: view 0 defines the key ego (§12.5)
+    input_size: tuple[int, int] = (256, 704)      # (H, W) of the network input
+    # (H, W) of nuScenes images. As in the official code the augmentation uses each image's own size, so
+    # other sizes (the synthetic world's 704x396) keep the same field of view; a mismatch is logged (info).
+    src_size: tuple[int, int] = (900, 1600)
+    resize: tuple[float, float] = (-0.06, 0.11)   # train: added to the base scale input_W / image_W
+    resize_test: float = 0.0
+    rot: tuple[float, float] = (-5.4, 5.4)        # degrees, train only
+    flip: bool = True                             # random horizontal image flip, train only
+    crop_h: tuple[float, float] = (0.0, 0.0)      # fraction of rows kept above the crop; 0 = bottom crop
+    flip_dx_ratio: float = 0.5                    # BEV flips (bda), train only, applied to the GT too
+    flip_dy_ratio: float = 0.5
+    load_occ: bool = True                         # voxel_semantics, mask_lidar, mask_camera
+    load_depth: bool = False                      # gt_depth (N, H, W) from LiDAR (§3.7)
+    depth_range: tuple[float, float] = (1.0, 45.0)
+    num_adjacent: int = 0                         # previous keyframes for temporal models (§4.2)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (len(self.cameras) > 0, "cameras", "at least one camera name"),
+            (len(self.input_size) == 2 and min(self.input_size) > 0, "input_size", "(H, W) with H, W > 0"),
+            (len(self.src_size) == 2 and min(self.src_size) > 0, "src_size", "(H, W) with H, W > 0"),
+            (self.resize[0] <= self.resize[1], "resize", "a (low, high) range"),
+            (self.rot[0] <= self.rot[1], "rot", "a (low, high) range in degrees"),
+            (0 <= self.crop_h[0] <= self.crop_h[1] < 1, "crop_h", "a (low, high) range inside [0, 1)"),
+            (0 <= self.flip_dx_ratio <= 1 and 0 <= self.flip_dy_ratio <= 1, "flip_dx_ratio/flip_dy_ratio",
+             "probabilities in [0, 1]"),
+            (0 < self.depth_range[0] < self.depth_range[1], "depth_range", "(near, far) metres with 0 < near < far"),
+            (self.num_adjacent >= 0, "num_adjacent", "an integer >= 0"),
+        ]
+        for ok, name, expected in checks:
+            if not ok:
+                raise ValueError(f"DataConfig.{name}: expected {expected}, found {getattr(self, name.split('/')[0])!r}")
+
+
+def resolve_data_path(root: Path, relative: str, token: str, what: str) -> Path:
+    """``root/relative``, else ``root/<file name>``; the error names the sample and the path expected."""
+    direct = root / relative
+    if direct.exists():
+        return direct
+    flat = root / Path(relative).name
+    if flat.exists():
+        return flat
+    raise FileNotFoundError(f"sample {token}: {what} not found: {direct} (nor {flat})")
+
+
+class OccDataset(Dataset):
+    """Keyframes sorted by timestamp (the official evaluation order, §4.2, §12.13).
+
+    Each item is a dict of tensors (T = 1 + num_adjacent frames, N cameras, frame-major: the N
+    cameras of the current frame, then those of each previous frame):
+      img (T*N, 3, H, W) float32 BGR-normalised; sensor2ego, ego2global (T*N, 4, 4); intrinsics,
+      post_rots (T*N, 3, 3); post_trans (T*N, 3); bda (3, 3) — all float32;
+      voxel_semantics, mask_lidar, mask_camera (Dx, Dy, Dz) uint8 (``load_occ``), flipped with the bda;
+      gt_depth (N, H, W) float32 metres of the current frame (``load_depth``);
+      plus ``token`` and ``scene_name`` strings.
+
+    Augmentation randomness: ``aug_seed=None`` draws fresh entropy on every call; an int makes it a
+    pure function of (aug_seed, epoch, index), independent of the worker count; call ``set_epoch``.
+    """
+
+    def __init__(self, root: str | os.PathLike, infos_file_or_list: str | os.PathLike | Sequence[SampleInfo],
+                 config: DataConfig = DataConfig(), train: bool = False, *, aug_seed: int | None = None) -> None:
+        self.root = Path(root)
+        if isinstance(infos_file_or_list, (str, os.PathLike)):
+            infos_file_or_list = load_infos(infos_file_or_list)
+        self.samples: list[SampleInfo] = sorted(infos_file_or_list, key=lambda s: s.timestamp)
+        for sample in self.samples:
+            missing = [cam for cam in config.cameras if cam not in sample.cams]
+            if missing:
+                raise ValueError(f"sample {sample.token}: no camera record for {missing}; it has {list(sample.cams)}")
+        self._by_token = {sample.token: sample for sample in self.samples}
+        self.config = config
+        self.train = train
+        self.aug_seed = aug_seed
+        self.epoch = 0
+        self._warned_size = False
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def frames(self, index: int) -> list[SampleInfo]:
+        """[current, t-1, ...]: official fallback to the current frame across a scene start (§4.2, §12.14).
+
+        The official code takes sorted index ``idx - offset`` and keeps it if it is in the same scene; we
+        follow ``prev_token`` instead, which gives the same frames when scenes are contiguous in time (except
+        that the official clamp to index 0 can reuse the dataset's first sample) and stays right when two
+        vehicles' scenes interleave in time.
+        """
+        current = self.samples[index]
+        out, prev = [current], current
+        for _ in range(self.config.num_adjacent):
+            candidate = self._by_token.get(prev.prev_token) if prev is not None else None
+            prev = candidate if candidate is not None and candidate.scene_token == current.scene_token else None
+            out.append(prev if prev is not None else current)
+        return out
+
+    def _rng(self, index: int) -> np.random.Generator:
+        if self.aug_seed is None:
+            return np.random.default_rng()
+        return np.random.default_rng([self.aug_seed, self.epoch, index])
+
+    def __getitem__(self, index: int) -> dict:
+        cfg = self.config
+        rng = self._rng(index) if self.train else None
+        frames = self.frames(index)
+        current = frames[0]
+        imgs, s2e, e2g, intrins, post_rots, post_trans = [], [], [], [], [], []
+        augs: list[T.ImageAug] = []
+        done: dict[Path, torch.Tensor] = {}  # a frame repeated at a scene start is decoded once
+        for frame_i, frame in enumerate(frames):
+            for cam_i, name in enumerate(cfg.cameras):
+                cam = frame.cams[name]
+                path = resolve_data_path(self.root, cam.image_path, frame.token, f"{name} image")
+                if path not in done:
+                    img = T.load_image(path, frame.token)
+                    if frame_i == 0:
+                        self._check_size(img.size, frame.token, path)
+                        augs.append(T.sample_image_aug(cfg, img.size, rng, self.train))
+                    # every frame reuses its camera's augmentation (§4.3)
+                    done[path] = T.normalize_image(T.augment_image(img, augs[cam_i]))
+                imgs.append(done[path])
+                rot, tran = augs[cam_i].matrices()
+                post_rots.append(rot)
+                post_trans.append(tran)
+                # Official quirk (flashocc.md §4.3): adjacent frames copy the current intrinsics.
+                intrins.append(current.cams[name].intrinsics)
+                s2e.append(cam.sensor2ego)
+                e2g.append(cam.ego2global)
+        flip_dx, flip_dy = T.sample_bda_flips(cfg, rng, self.train)
+        out = {
+            "img": torch.stack(imgs),
+            "sensor2ego": _f32(s2e), "ego2global": _f32(e2g), "intrinsics": _f32(intrins),
+            "post_rots": _f32(post_rots), "post_trans": _f32(post_trans),
+            "bda": torch.from_numpy(T.bda_for_flips(flip_dx, flip_dy)),
+            "token": current.token, "scene_name": current.scene_name,
+        }
+        if cfg.load_occ:
+            out.update(self._load_occ(current, flip_dx, flip_dy))
+        if cfg.load_depth:
+            out["gt_depth"] = self._depth_maps(current, post_rots[:len(cfg.cameras)], post_trans[:len(cfg.cameras)])
+        return out
+
+    def _check_size(self, size: tuple[int, int], token: str, path: Path) -> None:
+        if not self._warned_size and (size[1], size[0]) != tuple(self.config.src_size):
+            self._warned_size = True
+            log.info("sample %s: %s is %dx%d (WxH), DataConfig.src_size is %s (HxW); augmenting from the "
+                     "image's own size", token, path, size[0], size[1], self.config.src_size)
+
+    def _load_occ(self, sample: SampleInfo, flip_dx: bool, flip_dy: bool) -> dict[str, torch.Tensor]:
+        if sample.occ_path is None:
+            raise ValueError(f"sample {sample.token}: the info record has no occ_path; build infos with "
+                             f"'flashocc data nuscenes --occ GTS' or set DataConfig(load_occ=False)")
+        labels = load_labels(self.root / sample.occ_path, sample.token)
+        arrays = (labels.semantics, labels.mask_lidar, labels.mask_camera)
+        return {key: torch.from_numpy(T.flip_volume(arr, flip_dx, flip_dy)) for key, arr in zip(VOLUME_KEYS, arrays)}
+
+    def _depth_maps(self, sample: SampleInfo, post_rots: list, post_trans: list) -> torch.Tensor:
+        path = resolve_data_path(self.root, sample.lidar_path, sample.token, "LiDAR sweep")
+        points = T.load_points(path, sample.token)
+        maps = []
+        for name, rot, tran in zip(self.config.cameras, post_rots, post_trans):
+            cam = sample.cams[name]
+            lidar2cam = T.lidar_to_camera(sample.lidar2ego, sample.ego2global, cam.sensor2ego, cam.ego2global)
+            maps.append(T.lidar_depth_map(points, lidar2cam, cam.intrinsics, rot, tran, self.config.input_size,
+                                          self.config.depth_range))
+        return torch.from_numpy(np.stack(maps))
+
+
+def _f32(mats: list) -> torch.Tensor:
+    return torch.from_numpy(np.stack([np.asarray(m, dtype=np.float64) for m in mats]).astype(np.float32))
+
+
+def collate_batch(samples: Sequence[dict]) -> dict:
+    """Stack per-sample dicts into the batch dict of ``flashocc.batch`` plus ``tokens``/``scene_names``."""
+    if not samples:
+        raise ValueError("collate_batch got an empty list of samples")
+    keys = set(samples[0])
+    for sample in samples[1:]:
+        if set(sample) != keys:
+            raise ValueError(f"sample {sample.get('token')} has keys {sorted(sample)}, but sample "
+                             f"{samples[0].get('token')} has {sorted(keys)}; mixed DataConfigs in one batch")
+    tensor_keys = [key for key in sorted(keys) if isinstance(samples[0][key], torch.Tensor)]
+    batch = {key: torch.stack([s[key] for s in samples]) for key in tensor_keys}
+    batch["tokens"] = [s["token"] for s in samples]
+    batch["scene_names"] = [s["scene_name"] for s in samples]
+    return batch
+
+
+def build_dataloader(dataset: Dataset, batch_size: int, workers: int = 0, shuffle: bool = False,
+                     sampler: Sampler | None = None, seed: int = 0, drop_last: bool = False) -> DataLoader:
+    """A DataLoader with ``collate_batch``; ``seed`` fixes the shuffle order.
+
+    Workers are not persistent, so ``OccDataset.set_epoch`` reaches them on every new epoch.
+    """
+    if sampler is not None and shuffle:
+        raise ValueError("pass either shuffle=True or a sampler (which decides the order itself), not both")
+    if batch_size < 1 or workers < 0:
+        raise ValueError(f"batch_size must be >= 1 and workers >= 0, found {batch_size} and {workers}")
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=workers,
+                      collate_fn=collate_batch, generator=generator, drop_last=drop_last)

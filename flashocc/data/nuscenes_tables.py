@@ -1,0 +1,171 @@
+"""Build our info files straight from the nuScenes JSON tables (no mmdet3d, no nuscenes-devkit).
+
+Reads ``<root>/<version>/{scene,sample,sample_data,calibrated_sensor,sensor,ego_pose}.json`` and writes
+``infos_train.pkl`` / ``infos_val.pkl`` (``flashocc.data.infos.save_infos``) with the official scene split
+(``nuscenes_splits``). Per sample: the LIDAR_TOP keyframe's calibration and ego pose, and for every camera
+its own calibration, intrinsics and ego pose at its own timestamp (flashocc.md §4.1). Scenes are written
+in name order, samples in sequence order; ``prev_token`` comes from the sample table.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from flashocc.data.infos import CameraInfo, SampleInfo, check_quaternion, save_infos, validate_sample
+from flashocc.data.nuscenes_splits import scene_split
+from flashocc.data.occ3d import labels_file
+from flashocc.geometry import NUSCENES_CAMERAS, make_transform
+
+log = logging.getLogger(__name__)
+
+LIDAR_CHANNEL = "LIDAR_TOP"
+TABLES: tuple[str, ...] = ("scene", "sample", "sample_data", "calibrated_sensor", "sensor", "ego_pose")
+
+
+@dataclass
+class NuScenesInfosResult:
+    """What ``build_nuscenes_infos`` wrote: file per split, sample counts, samples without Occ3D labels."""
+
+    files: dict[str, Path] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    missing_labels: int = 0
+
+
+def load_tables(root: str | os.PathLike, version: str) -> dict[str, dict[str, dict]]:
+    """Each table as {token: record}; errors name the missing or unreadable file."""
+    folder = Path(root) / version
+    tables = {}
+    for name in TABLES:
+        path = folder / f"{name}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"nuScenes table not found: {path}; expected the {version} JSON tables "
+                                    f"(from v1.0-trainval_meta.tgz or v1.0-mini.tgz) in {folder}; "
+                                    f"for the mini set pass --version v1.0-mini")
+        try:
+            records = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: not a JSON table ({exc})") from exc
+        if not isinstance(records, list) or not all(isinstance(r, dict) and "token" in r for r in records):
+            raise ValueError(f"{path}: expected a JSON list of records with a 'token' field")
+        tables[name] = {r["token"]: r for r in records}
+    return tables
+
+
+def samples_from_tables(tables: dict[str, dict[str, dict]], root: Path, version: str,
+                        occ_root: Path | None = None, cameras: tuple[str, ...] = NUSCENES_CAMERAS
+                        ) -> dict[str, list[SampleInfo]]:
+    """{"train": [...], "val": [...]} following the official split of ``version``."""
+    sensors = tables["sensor"]
+    channel_of = {tok: sensors[cs["sensor_token"]]["channel"] for tok, cs in tables["calibrated_sensor"].items()}
+    wanted = set(cameras) | {LIDAR_CHANNEL}
+    keyframes: dict[tuple[str, str], dict] = {}
+    for sd in tables["sample_data"].values():
+        channel = channel_of.get(sd["calibrated_sensor_token"])
+        if sd.get("is_key_frame") and channel in wanted:
+            keyframes[(sd["sample_token"], channel)] = sd
+    split_of = {name: split for split, names in scene_split(version).items() for name in names}
+    out: dict[str, list[SampleInfo]] = {split: [] for split in ("train", "val")}
+    for scene in sorted(tables["scene"].values(), key=lambda s: s["name"]):
+        split = split_of.get(scene["name"])
+        if split is None:
+            log.info("scene %s is in neither split of %s; skipped", scene["name"], version)
+            continue
+        token, seen = scene["first_sample_token"], set()
+        while token:
+            if token in seen:
+                raise ValueError(f"{version}/sample.json: the 'next' chain of {scene['name']} loops at {token}")
+            seen.add(token)
+            sample = _get(tables, "sample", token, version)
+            out[split].append(_sample_info(tables, keyframes, sample, scene, root, occ_root, cameras, version))
+            token = sample["next"]
+    return out
+
+
+def _sample_info(tables, keyframes, sample: dict, scene: dict, root: Path, occ_root: Path | None,
+                 cameras: tuple[str, ...], version: str) -> SampleInfo:
+    token = sample["token"]
+
+    def keyframe(channel: str) -> tuple[dict, dict, dict]:
+        sd = keyframes.get((token, channel))
+        if sd is None:
+            raise ValueError(f"sample {token}: no {channel} keyframe in {root / version / 'sample_data.json'}")
+        cs = _get(tables, "calibrated_sensor", sd["calibrated_sensor_token"], version)
+        pose = _get(tables, "ego_pose", sd["ego_pose_token"], version)
+        return sd, cs, pose
+
+    def transform(record: dict, table: str):
+        try:
+            return make_transform(check_quaternion(record["rotation"]), record["translation"])
+        except ValueError as exc:
+            raise ValueError(f"sample {token}: {root / version / (table + '.json')} record {record['token']}: "
+                             f"field 'rotation': {exc}") from exc
+
+    lidar_sd, lidar_cs, lidar_pose = keyframe(LIDAR_CHANNEL)
+    cams = {}
+    for name in cameras:
+        sd, cs, pose = keyframe(name)
+        cams[name] = CameraInfo(image_path=sd["filename"], intrinsics=_intrinsics(cs, token, name),
+                                sensor2ego=transform(cs, "calibrated_sensor"), ego2global=transform(pose, "ego_pose"),
+                                timestamp=int(sd["timestamp"]))
+    info = SampleInfo(
+        token=token, scene_name=scene["name"], scene_token=scene["token"], timestamp=int(sample["timestamp"]),
+        lidar_path=lidar_sd["filename"], lidar2ego=transform(lidar_cs, "calibrated_sensor"),
+        ego2global=transform(lidar_pose, "ego_pose"), cams=cams,
+        occ_path=_occ_path(root, occ_root, scene["name"], token), prev_token=sample.get("prev", "") or "",
+    )
+    validate_sample(info, source=str(root / version))
+    return info
+
+
+def _intrinsics(cs: dict, token: str, camera: str) -> np.ndarray:
+    k = np.asarray(cs.get("camera_intrinsic") or [], dtype=np.float64)
+    if k.shape != (3, 3):
+        raise ValueError(f"sample {token}: calibrated_sensor.json record {cs['token']} ({camera}): field "
+                         f"'camera_intrinsic' must be 3x3, found shape {k.shape}")
+    return k
+
+
+def _occ_path(root: Path, occ_root: Path | None, scene_name: str, token: str) -> str:
+    """``gts/<scene>/<token>`` relative to the root when the Occ3D folder lies inside it, else absolute."""
+    if occ_root is None:
+        return f"gts/{scene_name}/{token}"
+    folder = occ_root.resolve() / scene_name / token
+    try:
+        return folder.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return folder.as_posix()
+
+
+def _get(tables: dict, table: str, token: str, version: str) -> dict:
+    try:
+        return tables[table][token]
+    except KeyError:
+        raise ValueError(f"{version}/{table}.json has no record with token {token}") from None
+
+
+def build_nuscenes_infos(root: str | os.PathLike, out: str | os.PathLike, version: str = "v1.0-trainval",
+                         occ: str | os.PathLike | None = None) -> NuScenesInfosResult:
+    """Write ``<out>/infos_train.pkl`` and ``<out>/infos_val.pkl`` from the nuScenes tables under ``root``.
+
+    ``occ`` is the Occ3D ``gts`` folder (default ``<root>/gts``); samples without ``labels.npz`` there are
+    counted and logged, not dropped (a test split has none).
+    """
+    root = Path(root)
+    occ_root = Path(occ) if occ is not None else None
+    if occ_root is not None and not occ_root.is_dir():
+        raise FileNotFoundError(f"Occ3D folder not found: {occ_root}; expected the 'gts' folder of Occ3D-nuScenes")
+    splits = samples_from_tables(load_tables(root, version), root, version, occ_root)
+    result = NuScenesInfosResult()
+    for split, samples in splits.items():
+        result.missing_labels += sum(not labels_file(root / s.occ_path).is_file() for s in samples)
+        meta = {"version": version, "split": split, "root": str(root.resolve()), "source": "nuscenes-tables"}
+        result.files[split] = save_infos(samples, Path(out) / f"infos_{split}.pkl", metadata=meta)
+        result.counts[split] = len(samples)
+    if result.missing_labels:
+        log.info("%d samples have no labels.npz under %s", result.missing_labels, occ_root or root / "gts")
+    return result

@@ -1,0 +1,129 @@
+"""RayIoU (SparseOcc; metrics_and_data.md §3, flashocc.md §5.2): semantic first-hit IoU along LiDAR-like rays."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from flashocc.grid import OCC3D_NUSCENES, OccGrid
+from flashocc.metrics.common import MergeableState, as_label_volume, as_origins, nanmean, safe_divide
+from flashocc.metrics.raycast import cast_rays, lidar_ray_directions, pack_occupancy, resolve_backend, to_voxel_units
+
+THRESHOLDS: tuple[float, ...] = (1.0, 2.0, 4.0)   # metres
+
+
+def threshold_name(prefix: str, t: float) -> str:
+    return f"{prefix}@{t:g}"
+
+
+@dataclass
+class RayHits:
+    """First hits of the rays of one sample whose ground truth is not free (M rays).
+
+    Labels are the volume values at the hit voxel, ``*_index`` the flat C-order voxel index (to read
+    instance ids), ``*_dist`` the exit distance in metres as float32 (the official dtype).
+    """
+
+    gt_label: np.ndarray
+    pred_label: np.ndarray
+    gt_dist: np.ndarray
+    pred_dist: np.ndarray
+    gt_index: np.ndarray
+    pred_index: np.ndarray
+
+
+class RayCaster:
+    """Casts the official 14,040 rays per origin through a GT and a predicted volume.
+
+    ``backend``: "auto" (numba when installed, else torch), "numba" or "torch"; ``device``: a torch
+    device for the torch backend (e.g. "cuda").
+    """
+
+    def __init__(self, grid: OccGrid = OCC3D_NUSCENES, backend: str = "auto",
+                 device: str | torch.device | None = None) -> None:
+        if len(set(grid.voxel_size)) != 1:
+            raise ValueError(f"RayIoU needs isotropic voxels (distances are voxel steps x size), got {grid.voxel_size}")
+        self.grid = grid
+        self.device = torch.device(device) if device is not None else None
+        if self.device is not None and self.device.type != "cpu":
+            backend = "torch" if backend == "auto" else backend
+            if backend != "torch":
+                raise ValueError(f"device {self.device} needs backend='torch', got {backend!r}")
+        self.backend = resolve_backend(backend)
+        self.directions = lidar_ray_directions()
+
+    def hits(self, pred: np.ndarray, gt: np.ndarray, origins: np.ndarray) -> RayHits:
+        """Validated (X, Y, Z) volumes and (K, 3) origins (metres, ego frame) -> hits of non-free GT rays."""
+        o_vox, e_vox = to_voxel_units(origins, self.directions, self.grid)
+        codes = pack_occupancy([gt, pred], self.grid.free_label)
+        if self.device is not None and self.device.type != "cpu":
+            codes = torch.as_tensor(codes, device=self.device)
+        index, dist = cast_rays(codes, 2, o_vox, e_vox, self.backend)
+        index = index.reshape(2, -1)
+        # Official quirk (metrics_and_data.md §3.4): the float64 distance is stored as float32 and then
+        # scaled by the voxel size in float32; TP tests compare these float32 values.
+        dist = dist.reshape(2, -1).astype(np.float32) * np.float32(self.grid.voxel_size[0])
+        gt_label = gt.reshape(-1)[index[0]]
+        pred_label = pred.reshape(-1)[index[1]]
+        # Rays whose GT hits nothing (free) are not scored (§3.5 step 1).
+        keep = gt_label != self.grid.free_label
+        return RayHits(gt_label[keep].astype(np.int64), pred_label[keep].astype(np.int64),
+                       dist[0][keep], dist[1][keep], index[0][keep], index[1][keep])
+
+
+class RayIoU(MergeableState):
+    """RayIoU over a split: global per-class ray counts, IoU per threshold, mean over classes 0..16.
+
+    ``update(pred, gt, origins)``: uint8 (X, Y, Z) label volumes indexed [x, y, z] (no camera mask:
+    the official metric uses full volumes) and (K, 3) float64 ray origins in metres in the sample's
+    ego frame (``flashocc.metrics.origins`` derives them from info records). A GT ray counts for
+    its class; a predicted ray for its predicted class; a true positive needs the same class and
+    ``|d_pred - d_gt| < t`` for t in ``thresholds``. Values are 0..1 (tables print x100).
+
+    Totals merge across processes: see ``flashocc.metrics.common``.
+    """
+
+    def __init__(self, grid: OccGrid = OCC3D_NUSCENES, thresholds: Sequence[float] = THRESHOLDS,
+                 backend: str = "auto", device: str | torch.device | None = None) -> None:
+        self.grid = grid
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.caster = RayCaster(grid, backend, device)
+        c = grid.num_classes
+        self._totals = {
+            "gt_count": np.zeros(c, dtype=np.int64),
+            "pred_count": np.zeros(c, dtype=np.int64),
+            "tp": np.zeros((len(self.thresholds), c), dtype=np.int64),
+            "num_samples": np.zeros((), dtype=np.int64),
+        }
+
+    def update(self, pred: Any, gt: Any, origins: Any) -> None:
+        pred = as_label_volume(pred, "pred", self.grid)
+        gt = as_label_volume(gt, "gt", self.grid)
+        origins = as_origins(origins)
+        self.update_hits(self.caster.hits(pred, gt, origins))
+
+    def update_hits(self, hits: RayHits) -> None:
+        """Add already-cast rays (lets RayIoU and RayPQ share one cast)."""
+        c = self.grid.num_classes
+        self._totals["gt_count"] += np.bincount(hits.gt_label, minlength=c)
+        self._totals["pred_count"] += np.bincount(hits.pred_label, minlength=c)
+        same = hits.gt_label == hits.pred_label
+        l1 = np.abs(hits.pred_dist - hits.gt_dist)
+        for j, t in enumerate(self.thresholds):
+            self._totals["tp"][j] += np.bincount(hits.gt_label[same & (l1 < t)], minlength=c)
+        self._totals["num_samples"] += 1
+
+    def compute(self) -> dict[str, Any]:
+        """{"RayIoU", "RayIoU@1", "RayIoU@2", "RayIoU@4" (0..1), "per_class": {name: {"RayIoU@t": IoU}}}."""
+        gt, pred, tp = (self._totals[k].astype(np.float64) for k in ("gt_count", "pred_count", "tp"))
+        scored = list(self.grid.semantic_classes)
+        iou = safe_divide(tp, gt[None] + pred[None] - tp)[:, scored]           # (T, 17)
+        names = [threshold_name("RayIoU", t) for t in self.thresholds]
+        out: dict[str, Any] = {"RayIoU": nanmean(iou)}
+        out.update({name: nanmean(row) for name, row in zip(names, iou)})
+        out["per_class"] = {self.grid.class_names[c]: {name: float(iou[j, i]) for j, name in enumerate(names)}
+                            for i, c in enumerate(scored)}
+        out["num_samples"] = int(self._totals["num_samples"])
+        return out
