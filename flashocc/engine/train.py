@@ -165,7 +165,11 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
     if progress and info.is_main:
         from tqdm import tqdm
 
-        bar = tqdm(total=total_steps, initial=state.step, unit="step", dynamic_ncols=True)
+        if tc.max_minutes > 0:  # a time budget: the bar counts seconds, so its ETA is the budget's end
+            bar = tqdm(total=round(tc.max_minutes * 60), initial=min(round(state.train_seconds), round(tc.max_minutes * 60)),
+                       unit="s", dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total}s [{elapsed}<{remaining}{postfix}]")
+        else:
+            bar = tqdm(total=total_steps, initial=state.step, unit="step", dynamic_ncols=True)
     log.info("training %s: %d samples, %d steps/epoch, %d steps, %d process(es), device %s", cfg.model.name,
              len(dataset), sampler.steps_per_epoch, total_steps, info.world_size, info.device)
 
@@ -227,8 +231,8 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
                     log.info("step %d/%d epoch %d lr %.2e loss %.4f %.2f samples/s", state.step, total_steps,
                              state.epoch, lr, totals["loss"], record["samples_per_s"])
                 if bar is not None:
-                    bar.set_postfix(loss=f"{totals['loss']:.4f}", sps=f"{record['samples_per_s']:.2f}")
-                    bar.update(1)
+                    bar.set_postfix(step=state.step, loss=f"{totals['loss']:.4f}", sps=f"{record['samples_per_s']:.2f}")
+                    bar.update(min(step_time, bar.total - bar.n) if tc.max_minutes > 0 else 1)
             stop = tc.max_minutes > 0 and _all_agree(state.train_seconds > tc.max_minutes * 60, info)
             periodic = tc.checkpoint_every_iters > 0 and state.step % tc.checkpoint_every_iters == 0
             if info.is_main and (periodic or stop):

@@ -81,7 +81,10 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         cin = 64
-        for stage, (count, width) in enumerate(zip(counts, (64, 128, 256, 512))):
+        # Only the stages up to the last requested one are built: unused stages would hold parameters
+        # that never get gradients (DDP refuses them). The official configs use stage 3, so all 4 exist.
+        num_stages = max(self.out_indices) + 1
+        for stage, (count, width) in enumerate(zip(counts[:num_stages], (64, 128, 256, 512)[:num_stages])):
             stride = 1 if stage == 0 else 2
             downsample = None
             if stride != 1 or cin != width * block.expansion:
@@ -91,7 +94,7 @@ class ResNet(nn.Module):
             cin = width * block.expansion
             blocks += [block(cin, width) for _ in range(count - 1)]
             setattr(self, f"layer{stage + 1}", nn.Sequential(*blocks))
-        self.stage_channels = tuple(w * block.expansion for w in (64, 128, 256, 512))
+        self.stage_channels = tuple(w * block.expansion for w in (64, 128, 256, 512))[:num_stages]
 
     @property
     def out_channels(self) -> tuple[int, ...]:
@@ -100,7 +103,7 @@ class ResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         outs = []
-        for stage in range(max(self.out_indices) + 1):
+        for stage in range(len(self.stage_channels)):
             for block in getattr(self, f"layer{stage + 1}"):
                 if self.with_cp and x.requires_grad:
                     x = checkpoint(block, x, use_reentrant=False)

@@ -53,6 +53,7 @@ def test_our_checkpoint_roundtrip_is_atomic(reference, tmp_path):
 
 def test_mismatch_is_listed_readably_and_nothing_loads(reference, tmp_path):
     state = dict(reference.state_dict())
+    own = tuple(state["img_view_transformer.depth_net.weight"].shape)
     state["img_view_transformer.depth_net.weight"] = torch.zeros(59 + 32, 128, 1, 1)
     state["pts_bbox_head.shared_conv.conv.weight"] = torch.zeros(1)
     del state["occ_head.predicter.2.bias"]
@@ -64,7 +65,7 @@ def test_mismatch_is_listed_readably_and_nothing_loads(reference, tmp_path):
         load_checkpoint(model, path)
     text = str(err.value)
     assert "occ_head.predicter.2.bias" in text and "pts_bbox_head" in text
-    assert "img_view_transformer.depth_net.weight: checkpoint (91, 128, 1, 1) vs model (76, 128, 1, 1)" in text
+    assert f"img_view_transformer.depth_net.weight: checkpoint (91, 128, 1, 1) vs model {own}" in text
     assert torch.equal(model.occ_head.predicter[0].weight, before)
 
     report = load_checkpoint(model, path, strict=False)

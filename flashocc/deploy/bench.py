@@ -1,0 +1,418 @@
+"""``flashocc bench``: side-by-side latency per stage, end-to-end latency/FPS and memory per backend and
+precision, plus the paper's ablation of the channel-to-height head against the 3D-conv head.
+
+Stages: image encoder (backbone + neck), view transform (depth net, geometry, pooling), BEV encoder,
+head. PyTorch stages are timed by calling the model's stage methods; onnxruntime stages come from its
+profiler, attributing node kernel times by the exported node names (``flashocc.deploy.onnx.node_stage``).
+Memory is the peak resident-set growth over the timed runs (CPU, sampled every 2 ms) or the CUDA
+allocator peak (torch on GPU). All latencies are medians in milliseconds.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from flashocc.deploy.onnx import node_stage
+from flashocc.deploy.timing import PeakMemory, isolated, sync, time_call
+
+log = logging.getLogger(__name__)
+
+STAGES = ("image_encoder", "view_transform", "bev_encoder", "head")
+BACKENDS = ("torch", "torch-compile", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass
+class BenchConfig:
+    preset: str
+    backends: tuple[str, ...] = ("torch", "onnxruntime")
+    precisions: tuple[str, ...] = ("fp32", "int8")
+    batch_size: int = 1
+    repeats: int = 5
+    warmup: int = 1
+    threads: int | None = None          # torch and onnxruntime intra-op threads (None: library default)
+    checkpoint: str | None = None
+    mode: str = "precomputed"           # exported graph for onnxruntime / tensorrt
+    calib_samples: int = 4
+    data: str | None = None             # a set with infos_train.pkl (calibration) and infos_val.pkl (held-out
+                                        # input); default: random images on the example rig
+    ablation: bool = True
+    workdir: str | None = None          # where exported/quantised graphs go (default: a temp dir)
+    seed: int = 0
+    isolate: bool = True                # each CPU measurement in a fresh process (own peak memory)
+
+
+@dataclass
+class BenchRow:
+    backend: str
+    precision: str
+    status: str = "ok"                  # ok | skipped | failed
+    reason: str = ""
+    stages_ms: dict[str, float] = field(default_factory=dict)
+    total_ms: float | None = None
+    fps: float | None = None
+    peak_mem_mib: float | None = None
+    agreement: float | None = None      # argmax agreement with torch fp32 on a held-out input
+
+
+@dataclass
+class BenchReport:
+    preset: str
+    batch_size: int
+    device: str
+    rows: list[BenchRow]
+    ablation: list[dict] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the JSON report atomically."""
+        import os
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_json())
+        os.replace(tmp, path)
+        return path
+
+
+def calibrate_random_model(model: nn.Module, batches: list[dict]) -> nn.Module:
+    """Give a randomly initialised model input-dependent outputs: BatchNorm statistics from ``batches``
+    and a zero head bias, so that argmax agreement between backends measures something. (No real
+    weights can be downloaded here; a loaded checkpoint should not go through this.)"""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the batches
+    model.train()
+    with torch.no_grad():
+        for batch in batches:
+            model.forward_logits(batch)
+        model.occ_head.predicter[-1].bias.zero_()
+    return model.eval()
+
+
+def torch_stage_times(model: nn.Module, batch: dict, repeats: int, warmup: int, device: torch.device) -> dict:
+    """Median ms of each stage, called one after another as in ``forward``."""
+    per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
+    with torch.no_grad():
+        for i in range(warmup + repeats):
+            marks = [time.perf_counter()]
+            feats = model.image_encoder(batch["img"])
+            sync(device)
+            marks.append(time.perf_counter())
+            bev, _ = model.view_transform(feats, batch)
+            sync(device)
+            marks.append(time.perf_counter())
+            x = model.bev_encoder(bev)
+            sync(device)
+            marks.append(time.perf_counter())
+            model.occ_head(x)
+            sync(device)
+            marks.append(time.perf_counter())
+            if i >= warmup:
+                for s, a, b in zip(STAGES, marks, marks[1:]):
+                    per_stage[s].append((b - a) * 1e3)
+    return {s: statistics.median(v) for s, v in per_stage.items()}
+
+
+def ort_stage_times(path: Path, feed: dict, threads: int | None, runs: int = 2) -> dict[str, float]:
+    """Median per-stage kernel time (ms) from onnxruntime's profiler over ``runs`` runs."""
+    from flashocc.deploy.runtime import OnnxOccModel
+
+    runner = OnnxOccModel(path, threads=threads, profile=True)
+    runner.run_feed(feed)  # warm-up (its events are dropped below by run index)
+    for _ in range(runs):
+        runner.run_feed(feed)
+    trace_path = runner.end_profiling()
+    trace = json.loads(trace_path.read_text())
+    trace_path.unlink(missing_ok=True)
+    runs = _split_runs(trace)[1:] or _split_runs(trace)  # drop the warm-up run
+    return {s: statistics.median(r[s] for r in runs) for s in STAGES}
+
+
+def _split_runs(trace: list[dict]) -> list[dict[str, float]]:
+    """Per-run stage sums; a run's node events come before its closing ``model_run`` event."""
+    runs: list[dict[str, float]] = []
+    current = {s: 0.0 for s in STAGES}
+    for event in trace:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            current[node_stage(event["name"])] += event["dur"] / 1e3
+        elif event.get("cat") == "Session" and event.get("name") == "model_run":
+            runs.append(current)
+            current = {s: 0.0 for s in STAGES}
+    return runs or [current]
+
+
+def _agreement(logits: np.ndarray, reference: np.ndarray) -> float:
+    return float((logits.argmax(-1) == reference.argmax(-1)).mean())
+
+
+def _skip(backend: str, precision: str, reason: str) -> BenchRow:
+    return BenchRow(backend, precision, status="skipped", reason=reason)
+
+
+def _bench_torch(cfg: BenchConfig, model: nn.Module, batch: dict, held_out: dict, reference: np.ndarray,
+                 precision: str, device: torch.device, compiled: bool) -> BenchRow:
+    backend = "torch-compile" if compiled else "torch"
+    if precision == "int8":
+        return _skip(backend, precision, "PyTorch eager has no INT8 path here; use onnxruntime or tensorrt")
+    if precision == "fp16" and device.type != "cuda":
+        return _skip(backend, precision, "fp16 autocast is a GPU path; no CUDA device")
+    autocast = torch.autocast("cuda", dtype=torch.float16) if precision == "fp16" else torch.autocast("cpu", enabled=False)
+    runner = model
+    if compiled:
+        try:
+            runner = torch.compile(model)
+            with torch.no_grad(), autocast:
+                runner(batch)  # compile outside the timed region
+        except Exception as exc:  # inductor needs a working C++ toolchain; report instead of failing
+            return BenchRow(backend, precision, status="failed", reason=f"torch.compile: {type(exc).__name__}: {exc}"[:300])
+    with torch.no_grad(), autocast:
+        stages = {} if compiled else torch_stage_times(model, batch, cfg.repeats, cfg.warmup, device)
+        with PeakMemory(device) as mem:
+            times = time_call(lambda: runner(batch), cfg.repeats, cfg.warmup, device)
+        agreement = _agreement(runner(held_out).float().cpu().numpy(), reference)
+    total = statistics.median(times)
+    return BenchRow(backend, precision, stages_ms=stages, total_ms=total, fps=1e3 * cfg.batch_size / total,
+                    peak_mem_mib=mem.peak_mib, agreement=agreement)
+
+
+def _bench_onnxruntime(cfg: BenchConfig, graphs: dict[str, Path], batch: dict, held_out: dict,
+                       reference: np.ndarray, precision: str) -> BenchRow:
+    from flashocc.deploy.runtime import OnnxOccModel
+
+    path = graphs[precision]
+    runner = OnnxOccModel(path, threads=cfg.threads)
+    if precision == "fp16" and "CUDAExecutionProvider" not in runner.session.get_providers():
+        return _skip("onnxruntime", precision, "fp16 graphs are for the CUDA provider (onnxruntime-gpu); CPU only here")
+    feed = runner.feeds(batch)[0] if cfg.batch_size == runner.spec.batch_size else None
+    run = (lambda: runner.run_feed(feed)) if feed is not None else (lambda: runner(batch))
+    with PeakMemory(torch.device("cpu")) as mem:
+        times = time_call(run, cfg.repeats, cfg.warmup, torch.device("cpu"))
+    stages = ort_stage_times(path, runner.feeds(batch)[0], cfg.threads) if feed is not None else {}
+    total = statistics.median(times)
+    return BenchRow("onnxruntime", precision, stages_ms=stages, total_ms=total, fps=1e3 * cfg.batch_size / total,
+                    peak_mem_mib=mem.peak_mib, agreement=_agreement(runner(held_out), reference))
+
+
+def _bench_tensorrt(cfg: BenchConfig, model: nn.Module, workdir: Path, batch: dict, held_out: dict,
+                    reference: np.ndarray, precision: str, calib: list[dict], exported: bool = False) -> BenchRow:
+    from flashocc.deploy import tensorrt as trt_deploy
+
+    reason = trt_deploy.tensorrt_unavailable_reason()
+    if reason:
+        return _skip("tensorrt", precision, reason)
+    from flashocc.deploy.onnx import export_onnx
+
+    onnx_path = workdir / f"{cfg.preset}_precomputed_trt.onnx"
+    if not exported:  # made once per run, shared by the precisions
+        export_onnx(model, onnx_path, mode="precomputed", batch_size=cfg.batch_size, accumulate=torch.float32)
+    engine = trt_deploy.build_engine(onnx_path, workdir / f"{cfg.preset}_{precision}.engine", precision,
+                                     calibration_batches=calib if precision == "int8" else None)
+    runner = trt_deploy.TensorRTOccModel(engine, onnx_path)
+    device = torch.device("cuda")
+    with PeakMemory(device) as mem:
+        times = time_call(lambda: runner(batch), cfg.repeats, cfg.warmup, device)
+    total = statistics.median(times)
+    return BenchRow("tensorrt", precision, total_ms=total, fps=1e3 * cfg.batch_size / total,
+                    peak_mem_mib=runner.device_memory_mib() + mem.peak_mib,
+                    agreement=_agreement(runner(held_out), reference))
+
+
+def _ablation_one(preset: str, batch_size: int, repeats: int, warmup: int, device: str,
+                  threads: int | None = None) -> dict:
+    from flashocc.models.presets import build_model
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    device = torch.device(device)
+    model = build_model(preset).eval().to(device)
+    cfg = model.config
+    dx, dy, dz = cfg.grid.shape
+    shape = (batch_size, cfg.bev_channels, dz, dy, dx) if cfg.head_3d else (batch_size, cfg.bev_channels, dy, dx)
+    bev = torch.randn(shape, device=device)
+    with torch.no_grad(), PeakMemory(device) as mem:
+        times = time_call(lambda: model.occ_head(model.bev_encoder(bev)), repeats, warmup, device)
+    part = [model.img_bev_encoder_backbone, model.img_bev_encoder_neck, model.occ_head]
+    return {"preset": preset, "head": "3D conv" if cfg.head_3d else "channel-to-height",
+            "bev_input": list(shape), "latency_ms": statistics.median(times), "peak_mem_mib": mem.peak_mib,
+            "params": sum(p.numel() for m in part for p in m.parameters())}
+
+
+def head_ablation(batch_size: int = 1, repeats: int = 5, warmup: int = 1, device: torch.device | str = "cpu",
+                  threads: int | None = None, isolate: bool = True) -> list[dict]:
+    """BEV encoder + head of flashocc-r50-m1 (2D, channel-to-height) vs bevdetocc-r50 (3D convs):
+    median latency (ms) and peak memory growth (MiB) of the occupancy part on random BEV features."""
+    device = str(device)
+    run = isolated if isolate and not device.startswith("cuda") else (lambda fn, *a: fn(*a))
+    return [run(_ablation_one, preset, batch_size, repeats, warmup, device, threads)
+            for preset in ("flashocc-r50-m1", "bevdetocc-r50")]
+
+
+def _torch_row(cfg: BenchConfig, state_path: Path, batch: dict, held_out: dict, reference: np.ndarray,
+               precision: str, device: str, compiled: bool) -> BenchRow:
+    """A torch row from saved weights (the body of an isolated measurement)."""
+    from flashocc.models.presets import build_model
+
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(device)
+    model = build_model(cfg.preset)
+    model.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
+    model.eval().to(device)
+    to = lambda b: {k: v.to(device) for k, v in b.items()}  # noqa: E731
+    return _bench_torch(cfg, model, to(batch), to(held_out), reference, precision, device, compiled)
+
+
+def _ort_row(cfg: BenchConfig, graphs: dict[str, Path], batch: dict, held_out: dict, reference: np.ndarray,
+             precision: str) -> BenchRow:
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)  # index computation on cache misses
+    return _bench_onnxruntime(cfg, graphs, batch, held_out, reference, precision)
+
+
+def run_bench(cfg: BenchConfig) -> BenchReport:
+    """Measure every requested (backend, precision); unavailable ones are rows with status 'skipped'."""
+    from flashocc.models.presets import build_model, example_batch
+
+    unknown = [b for b in cfg.backends if b not in BACKENDS] + [p for p in cfg.precisions if p not in PRECISIONS]
+    if unknown:
+        raise ValueError(f"unknown backend/precision {unknown}; backends {list(BACKENDS)}, precisions {list(PRECISIONS)}")
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = build_model(cfg.preset)
+    calib, held_out = _inputs(cfg, model.config)
+    if cfg.checkpoint:
+        from flashocc.engine.checkpoint import load_checkpoint
+
+        load_checkpoint(model, cfg.checkpoint)
+    else:
+        calibrate_random_model(model, calib[:2])
+    model.eval()
+    batch = example_batch(model.config, cfg.batch_size)  # timed input (images don't change the work)
+    with torch.no_grad():
+        reference = model(held_out).numpy()
+    tmp = None if cfg.workdir else tempfile.TemporaryDirectory(prefix="flashocc_bench_")
+    workdir = Path(cfg.workdir or tmp.name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    rows: list[BenchRow] = []
+    graphs: dict[str, Path] = {}
+    trt_graph_made = False
+    state_path = workdir / "bench_weights.pt"
+    torch.save(model.state_dict(), state_path)
+    run = isolated if cfg.isolate and device.type == "cpu" else (lambda fn, *a: fn(*a))
+    try:
+        for backend in cfg.backends:
+            for precision in cfg.precisions:
+                log.info("bench %s %s", backend, precision)
+                try:
+                    if backend in ("torch", "torch-compile"):
+                        rows.append(run(_torch_row, cfg, state_path, batch, held_out, reference, precision,
+                                        str(device), backend == "torch-compile"))
+                    elif backend == "onnxruntime":
+                        graphs = graphs or _onnx_graphs(cfg, model, workdir, calib)
+                        rows.append(run(_ort_row, cfg, graphs, batch, held_out, reference, precision))
+                    else:
+                        rows.append(_bench_tensorrt(cfg, model, workdir, batch, held_out, reference, precision, calib,
+                                                    exported=trt_graph_made))
+                        trt_graph_made = True
+                except ImportError as exc:
+                    rows.append(_skip(backend, precision, str(exc)))
+        ablation = head_ablation(cfg.batch_size, cfg.repeats, cfg.warmup, device, cfg.threads,
+                                 cfg.isolate) if cfg.ablation else []
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return BenchReport(cfg.preset, cfg.batch_size, _device_name(device), rows, ablation, asdict(cfg))
+
+
+def _inputs(cfg: BenchConfig, model_cfg) -> tuple[list[dict], dict]:
+    """Calibration batches and the held-out batch for the agreement column."""
+    from flashocc.models.presets import example_batch
+
+    count = max(1, cfg.calib_samples)
+    if cfg.data is None:
+        return [example_batch(model_cfg, cfg.batch_size) for _ in range(count)], example_batch(model_cfg, cfg.batch_size)
+    from flashocc.data.dataset import DataConfig, OccDataset, collate_batch
+
+    root = Path(cfg.data)
+    data_cfg = DataConfig(input_size=model_cfg.input_size, load_occ=False)
+    train = OccDataset(root, root / "infos_train.pkl", data_cfg)
+    val = OccDataset(root, root / "infos_val.pkl", data_cfg)
+    keys = ("img", "sensor2ego", "ego2global", "intrinsics", "post_rots", "post_trans", "bda")
+
+    def batches(dataset, start: int, n: int) -> list[dict]:
+        picked = [dataset[i % len(dataset)] for i in range(start, start + n * cfg.batch_size)]
+        out = [collate_batch(picked[i:i + cfg.batch_size]) for i in range(0, len(picked), cfg.batch_size)]
+        return [{k: b[k] for k in keys} for b in out]
+
+    return batches(train, 0, count), batches(val, 0, 1)[0]
+
+
+def _onnx_graphs(cfg: BenchConfig, model: nn.Module, workdir: Path, calib: list[dict]) -> dict[str, Path]:
+    """fp32 export of this model, its INT8 (calibrated on ``calib``) and FP16 versions (always remade:
+    a graph left in the workdir may hold other weights)."""
+    from flashocc.deploy.onnx import export_onnx
+    from flashocc.deploy.quantize import convert_fp16, quantize_int8
+
+    fp32 = workdir / f"{cfg.preset}_{cfg.mode}.onnx"
+    graphs = {"fp32": fp32, "int8": workdir / f"{cfg.preset}_{cfg.mode}_int8.onnx",
+              "fp16": workdir / f"{cfg.preset}_{cfg.mode}_fp16.onnx"}
+    export_onnx(model, fp32, mode=cfg.mode, batch_size=cfg.batch_size)
+    if "int8" in cfg.precisions:
+        quantize_int8(fp32, graphs["int8"], calib)
+    if "fp16" in cfg.precisions:
+        convert_fp16(fp32, graphs["fp16"])
+    return graphs
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import os
+
+    return f"CPU ({os.cpu_count()} cores visible, torch threads {torch.get_num_threads()})"
+
+
+def format_table(report: BenchReport) -> str:
+    """The side-by-side text table of a report (what ``flashocc bench`` prints)."""
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f}"
+
+    head = (f"{'backend':<14}{'prec':<6}" + "".join(f"{s:>15}" for s in STAGES)
+            + f"{'total ms':>10}{'FPS':>8}{'mem MiB':>9}{'agree %':>9}")
+    lines = [f"{report.preset}  batch {report.batch_size}  {report.device}  (median ms per stage)", head, "-" * len(head)]
+    for r in report.rows:
+        if r.status != "ok":
+            lines.append(f"{r.backend:<14}{r.precision:<6}{r.status}: {r.reason}")
+            continue
+        stages = "".join(f"{ms(r.stages_ms.get(s)):>15}" for s in STAGES)
+        agree = "-" if r.agreement is None else f"{100 * r.agreement:.3f}"
+        lines.append(f"{r.backend:<14}{r.precision:<6}{stages}{ms(r.total_ms):>10}{r.fps:>8.2f}"
+                     f"{ms(r.peak_mem_mib):>9}{agree:>9}")
+    if report.ablation:
+        lines += ["", "occupancy part (BEV encoder + head), torch fp32:",
+                  f"{'preset':<18}{'head':<20}{'latency ms':>11}{'mem MiB':>9}{'params':>12}"]
+        for a in report.ablation:
+            lines.append(f"{a['preset']:<18}{a['head']:<20}{a['latency_ms']:>11.1f}{a['peak_mem_mib']:>9.1f}"
+                         f"{a['params']:>12,}")
+        if len(report.ablation) == 2 and report.ablation[0]["latency_ms"] > 0:
+            r2d, r3d = report.ablation
+            lines.append(f"3D / 2D: latency x{r3d['latency_ms'] / r2d['latency_ms']:.2f}, "
+                         f"memory x{r3d['peak_mem_mib'] / max(r2d['peak_mem_mib'], 1e-6):.2f}")
+    return "\n".join(lines)
