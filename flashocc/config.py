@@ -77,7 +77,15 @@ class RunConfig:
 
 def default_run_config(preset: str) -> RunConfig:
     model = get_config(preset)
-    return RunConfig(model=model, data=replace(DataConfig(), input_size=model.input_size))
+    return RunConfig(model=model, data=data_config_for(model, DataConfig()))
+
+
+def data_config_for(model: ModelConfig, data: DataConfig) -> DataConfig:
+    """The data settings a model needs: its input size, the adjacent frames of temporal models and
+    the LiDAR depth maps of a depth loss."""
+    from flashocc.models.temporal import data_requirements
+
+    return replace(data, input_size=model.input_size, **data_requirements(model))
 
 
 def load_run_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
@@ -97,11 +105,8 @@ def load_run_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> R
     else:
         cfg = default_run_config(spec)
     cfg = apply_overrides(cfg, parse_overrides(overrides), source="command line")
-    if "data.input_size" not in " ".join(overrides) and cfg.data.input_size != cfg.model.input_size:
-        cfg = replace(cfg, data=replace(cfg.data, input_size=cfg.model.input_size))
-    if cfg.data.input_size != cfg.model.input_size:
-        raise ValueError(f"data.input_size {cfg.data.input_size} differs from model.input_size {cfg.model.input_size}")
-    return cfg
+    # Model overrides (input size, temporal, depth loss) decide what the data must provide.
+    return replace(cfg, data=data_config_for(cfg.model, cfg.data))
 
 
 def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:

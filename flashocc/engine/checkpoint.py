@@ -59,6 +59,11 @@ def read_state_dict(path: str | os.PathLike, map_location: str | torch.device = 
 
     ``trusted=False`` (default) loads with ``weights_only=True``: tensors and plain containers only.
     """
+    return extract_state_dict(read_checkpoint(path, map_location, trusted), source=str(path))
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", trusted: bool = False) -> object:
+    """The whole checkpoint object (``weights_only`` unless ``trusted``); errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -67,7 +72,7 @@ def read_state_dict(path: str | os.PathLike, map_location: str | torch.device = 
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... on bad files
         hint = "" if trusted else " If you trust this file, retry with trusted=True (full unpickling)."
         raise ValueError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc}).{hint}") from exc
-    return extract_state_dict(obj, source=str(path))
+    return obj
 
 
 def extract_state_dict(obj: object, source: str = "checkpoint") -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ import torch
 
 from flashocc.config import RunConfig
 from flashocc.data.dataset import OccDataset, collate_batch
-from flashocc.engine.checkpoint import extract_state_dict, load_checkpoint
+from flashocc.engine.checkpoint import extract_state_dict, match_state_dict, read_checkpoint
 from flashocc.engine.distributed import DistInfo
 from flashocc.engine.train import to_device
 from flashocc.models.presets import build_model
@@ -32,16 +32,17 @@ def load_model_for_inference(cfg: RunConfig, checkpoint: str | os.PathLike | Non
     model = build_model(cfg.model)
     if checkpoint:
         path = Path(checkpoint)
-        payload = torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
-        if use_ema and isinstance(payload, dict) and isinstance(payload.get("ema"), dict) and payload["ema"].get("state_dict"):
-            state = extract_state_dict(payload["ema"]["state_dict"], source=str(path))
-            missing = set(model.state_dict()) ^ set(state)
-            if missing:
-                raise KeyError(f"{path}: EMA weights do not match {cfg.model.name}: {sorted(missing)[:10]}")
-            model.load_state_dict(state)
-            log.info("loaded EMA weights (updates %s) from %s", payload["ema"].get("updates"), path)
+        payload = read_checkpoint(path)
+        ema = payload.get("ema") if use_ema and isinstance(payload, dict) else None
+        if isinstance(ema, dict) and ema.get("state_dict"):
+            state = extract_state_dict(ema["state_dict"], source=f"{path} (EMA)")
+            log.info("using the EMA weights (updates %s) of %s", ema.get("updates"), path)
         else:
-            load_checkpoint(model, path)
+            state = extract_state_dict(payload, source=str(path))
+        report = match_state_dict(model, state)
+        if not report.ok:
+            raise KeyError(f"{path} does not match {cfg.model.name}:\n{report.summary()}")
+        model.load_state_dict(state)
     return model.to(device).eval()
 
 

@@ -63,7 +63,11 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """All RNG states as tensors and plain values, so checkpoints load with ``weights_only=True``."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -71,7 +75,8 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -145,7 +150,7 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
     state = TrainState()
     ckpt_path = out_dir / CHECKPOINT_NAME
     if resume and ckpt_path.is_file():
-        saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)  # our own file: RNG states need pickle
+        saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         unwrap_model(model).load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         if ema is not None and saved.get("ema"):

@@ -5,6 +5,10 @@
 | flashocc-r50-m0   | flashocc-r50-M0.py  | 39,938,892 |
 | bevdetocc-r50     | bevdet-occ-r50.py   | 29,021,482 |
 | flashocc-tiny     | ours (CPU-trainable)|            |
+| flashocc-r50-m2   | flashocc-r50-4d-stereo.py | 58,668,414 |
+| flashocc-swinb-m3 | flashocc-stbase-4d-stereo-512x1408*.py | 144.99 M (README) |
+| flashocc-tiny-m2  | ours (CPU-trainable, temporal stereo) | |
+Temporal presets (``temporal=True``) build ``FlashOccStereo4D`` (flashocc/models/temporal.py).
 """
 from __future__ import annotations
 
@@ -45,9 +49,17 @@ class ModelConfig:
     head_channels: int = 256
     head_3d: bool = False
     use_mask: bool = True
-    class_balance: bool = False
+    class_balance: bool = False                # official 1/log(f) weights from the nuScenes frequencies
+    class_weights: tuple[float, ...] = ()      # explicit per-class loss weights (override class_balance)
     depth_loss_weight: float = 0.0
     grid: OccGrid = field(default=OCC3D_NUSCENES)
+    # Temporal stereo (BEVStereo4D, flashocc.md §1.3, §9); the defaults keep the single-frame models.
+    temporal: bool = False                     # frames t, t-1 (BEV) and t-2 (stereo reference)
+    backbone: str = "resnet"                   # "resnet" (backbone_depth) or a Swin layout ("swin-b")
+    img_neck: str = "custom_fpn"               # "custom_fpn" or "fpn_lss" (Swin configs; no extra upsample)
+    sid: bool = False                          # log-spaced (SID) depth bins
+    aspp_channels: int = 96                    # DepthNet ASPP width (temporal models)
+    drop_path_rate: float = 0.0                # Swin stochastic depth
 
     @property
     def num_depth_bins(self) -> int:
@@ -73,12 +85,48 @@ def bevdetocc_r50() -> ModelConfig:
 
 
 def flashocc_tiny() -> ModelConfig:
-    # Ours, small enough to train on 2 CPU cores: ResNet-18 at 128x352 (half the R50 input), 1 m depth
-    # bins, 32 BEV channels and a 64-channel neck/head. Same 200x200x16 output on the same grid, so
-    # every downstream tool treats it like the others.
-    return ModelConfig(name="flashocc-tiny", description="ours: R18, 128x352, CPU-trainable; same 200x200x16 output",
-                       backbone_depth=18, img_neck_channels=128, input_size=(128, 352), depth_bins=(1.0, 45.0, 1.0),
-                       bev_channels=32, encoder_channels=(32, 64, 128), bev_neck_channels=64, head_channels=64)
+    # Ours, sized for training on 2 CPU cores (flashocc demo): ResNet-18 up to layer3 with stride-8
+    # features (layer2 + layer3 into the FPN) at a 96x256 input, 1 m depth bins, a 16-channel BEV and
+    # a 16-channel neck/head. Same 200x200x16 output on the same grid, so every tool treats it like the
+    # others. Measured choices are in docs/benchmarks.md (flashocc demo).
+    return ModelConfig(name="flashocc-tiny", description="ours: R18 (stride 8), 96x256, CPU-trainable; same 200x200x16 output",
+                       backbone_depth=18, backbone_out_indices=(1, 2), downsample=8, img_neck_channels=64,
+                       input_size=(96, 256), depth_bins=(1.0, 45.0, 1.0), bev_channels=16,
+                       encoder_channels=(16, 32, 64), bev_neck_channels=16, head_channels=16)
+
+
+def flashocc_r50_m2() -> ModelConfig:
+    # BEVStereo4D (flashocc.md §1.3): layer1 as the stride-4 stereo feature, SID bins, 80 BEV channels,
+    # [prev, curr] concatenation (160 ch) into a 2x wider BEV encoder, depth loss 0.05.
+    return replace(flashocc_r50_m1(), name="flashocc-r50-m2", description="FlashOcc M2: R50, 4D stereo (t, t-1, t-2)",
+                   temporal=True, backbone_out_indices=(0, 2, 3), sid=True, bev_channels=80,
+                   encoder_channels=(160, 320, 640), depth_loss_weight=0.05)
+
+
+def flashocc_swinb_m3() -> ModelConfig:
+    # flashocc-stbase-4d-stereo-512x1408: Swin-B (window 12) with an FPN_LSS image neck (1536 -> 512),
+    # linear depth bins (sid=False), otherwise M2's temporal stereo layout.
+    return replace(flashocc_r50_m2(), name="flashocc-swinb-m3", description="FlashOcc M3: Swin-B, 512x1408, 4D stereo",
+                   backbone="swin-b", backbone_out_indices=(2, 3), img_neck="fpn_lss", img_neck_channels=512,
+                   input_size=(512, 1408), sid=False, drop_path_rate=0.1)
+
+
+def flashocc_tiny_m2() -> ModelConfig:
+    # Ours: M2's temporal stereo on a CPU-sized R18 at 128x352 (layer1 stereo feature, stride-16 image
+    # features as the official cost-volume net expects, SID bins, depth loss 0.05), 32 BEV channels
+    # per frame. Its single-frame twin (temporal_vs_single.py) is the same model with temporal=False.
+    return ModelConfig(name="flashocc-tiny-m2", description="ours: R18, 128x352, 4D stereo (t, t-1, t-2)",
+                       backbone_depth=18, backbone_out_indices=(0, 2, 3), img_neck_channels=128, input_size=(128, 352),
+                       depth_bins=(1.0, 45.0, 1.0), bev_channels=32, encoder_channels=(32, 64, 128),
+                       bev_neck_channels=64, head_channels=64, temporal=True, sid=True, depth_loss_weight=0.05)
+
+
+def bevdetocc_tiny() -> ModelConfig:
+    # Ours: flashocc-tiny's image side with the BEVDetOcc 3D encoder, neck and head (16 z cells), for the
+    # paper's 2D-vs-3D comparison at CPU scale; 8 channels where the 3D baseline has 32.
+    return replace(flashocc_tiny(), name="bevdetocc-tiny", description="ours: flashocc-tiny with the 3D-conv BEV encoder and head",
+                   bev_channels=8, encoder_channels=(8, 16, 32), encoder_layers=(1, 2, 4), encoder_strides=(1, 2, 2),
+                   bev_neck_channels=8, head_channels=8, head_3d=True)
 
 
 # name -> (builder, exact parameter count of the official model, or None for ours)
@@ -87,6 +135,11 @@ PRESETS: dict[str, tuple] = {
     "flashocc-r50-m0": (flashocc_r50_m0, 39_938_892),
     "bevdetocc-r50": (bevdetocc_r50, 29_021_482),
     "flashocc-tiny": (flashocc_tiny, None),
+    "bevdetocc-tiny": (bevdetocc_tiny, None),
+    "flashocc-r50-m2": (flashocc_r50_m2, 58_668_414),
+    # The README gives 144.99 M only (no exact count); tests/models/test_swin.py checks the rounding.
+    "flashocc-swinb-m3": (flashocc_swinb_m3, None),
+    "flashocc-tiny-m2": (flashocc_tiny_m2, None),
 }
 
 
@@ -94,8 +147,10 @@ def get_config(name: str) -> ModelConfig:
     if name not in PRESETS:
         import difflib
 
-        close = difflib.get_close_matches(name, PRESETS, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        # Closest name, ties broken by table order (get_close_matches would prefer the last, e.g. m2 over m1).
+        scores = [(difflib.SequenceMatcher(None, name, p).ratio(), -i, p) for i, p in enumerate(PRESETS)]
+        score, _, best = max(scores)
+        hint = f"; did you mean '{best}'?" if score >= 0.6 else ""
         raise KeyError(f"unknown preset '{name}'{hint} Available: {', '.join(PRESETS)}")
     return PRESETS[name][0]()
 
@@ -103,6 +158,10 @@ def get_config(name: str) -> ModelConfig:
 def build_model(preset: str | ModelConfig) -> FlashOcc:
     """Build a model from a preset name or a ``ModelConfig`` (weights randomly initialised)."""
     cfg = get_config(preset) if isinstance(preset, str) else preset
+    if cfg.temporal:
+        from flashocc.models.temporal import build_stereo4d  # imports this module's parts
+
+        return build_stereo4d(cfg)
     grid = cfg.grid
     dx, dy, dz = grid.shape
     backbone = ResNet(cfg.backbone_depth, cfg.backbone_out_indices, with_cp=cfg.with_cp)
@@ -122,7 +181,12 @@ def build_model(preset: str | ModelConfig) -> FlashOcc:
         encoder = CustomResNet(*encoder_args)
         neck = FPN_LSS(cfg.encoder_channels[0] + cfg.encoder_channels[2], cfg.bev_neck_channels)
         head = BEVOCCHead2D(cfg.bev_neck_channels, cfg.head_channels, dz, grid.num_classes)
-    weights = class_balance_weights(OCC3D_CLASS_FREQUENCIES) if cfg.class_balance else None
+    if cfg.class_weights:
+        if len(cfg.class_weights) != grid.num_classes:
+            raise ValueError(f"class_weights has {len(cfg.class_weights)} values; the grid has {grid.num_classes} classes")
+        weights = torch.tensor(cfg.class_weights, dtype=torch.float32)
+    else:
+        weights = class_balance_weights(OCC3D_CLASS_FREQUENCIES) if cfg.class_balance else None
     model = FlashOcc(backbone, img_neck, view, encoder, neck, head, use_mask=cfg.use_mask, class_weights=weights,
                      depth_loss_weight=cfg.depth_loss_weight, ignore_label=grid.ignore_label)
     model.config = cfg
@@ -172,6 +236,10 @@ def count_gflops(cfg: ModelConfig) -> float:
     """
     from torch.utils.flop_counter import FlopCounterMode
 
+    if cfg.temporal:
+        from flashocc.models.temporal import count_gflops_stereo4d
+
+        return count_gflops_stereo4d(cfg)
     with torch.device("meta"):
         model = build_model(cfg).eval()
         batch = example_batch(cfg, device="meta")

@@ -72,3 +72,13 @@ def test_describe_presets_reports_counts_and_flops():
     assert 480 < rows["flashocc-r50-m1"]["gflops"] < 510
     assert rows["flashocc-r50-m0"]["gflops"] < rows["flashocc-r50-m1"]["gflops"]
     assert rows["flashocc-tiny"]["gflops"] < rows["flashocc-r50-m0"]["gflops"] / 4
+
+
+def test_explicit_class_weights_override_class_balance():
+    from dataclasses import replace
+
+    weights = tuple(float(i + 1) for i in range(18))
+    model = build_model(replace(get_config("flashocc-tiny"), class_weights=weights, class_balance=True))
+    assert model.class_weights.tolist() == list(weights)
+    with pytest.raises(ValueError, match="class_weights has 3 values"):
+        build_model(replace(get_config("flashocc-tiny"), class_weights=(1.0, 2.0, 3.0)))
