@@ -9,6 +9,15 @@ from flashocc.models.layers import ConvModule
 from flashocc.models.resnet import BasicBlock
 
 
+def run_stages(stages: nn.Sequential, x: torch.Tensor, with_cp: bool) -> list[torch.Tensor]:
+    """Every stage's output; ``with_cp`` recomputes activations in backward to save memory."""
+    feats = []
+    for stage in stages:
+        x = checkpoint(stage, x, use_reentrant=False) if with_cp and x.requires_grad else stage(x)
+        feats.append(x)
+    return feats
+
+
 class CustomResNet(nn.Module):
     """Stages of BasicBlocks on the BEV map; returns every stage output.
 
@@ -33,11 +42,7 @@ class CustomResNet(nn.Module):
         self.layers = nn.Sequential(*stages)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = []
-        for stage in self.layers:
-            x = checkpoint(stage, x, use_reentrant=False) if self.with_cp and x.requires_grad else stage(x)
-            feats.append(x)
-        return feats
+        return run_stages(self.layers, x, self.with_cp)
 
 
 class BasicBlock3D(nn.Module):
@@ -73,8 +78,4 @@ class CustomResNet3D(nn.Module):
         self.layers = nn.Sequential(*stages)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = []
-        for stage in self.layers:
-            x = checkpoint(stage, x, use_reentrant=False) if self.with_cp and x.requires_grad else stage(x)
-            feats.append(x)
-        return feats
+        return run_stages(self.layers, x, self.with_cp)
