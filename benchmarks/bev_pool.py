@@ -13,8 +13,6 @@ import torch
 import torch.utils.benchmark as tb
 
 from flashocc.models.presets import build_model, example_batch, get_config
-from dataclasses import replace
-
 from flashocc.ops.bev_pool import bev_pool, bev_pool_naive_cumsum
 
 
@@ -50,13 +48,11 @@ def main() -> None:
     def fwd_bwd(fn):
         fn(depth, feat, indices).backward(grad)
 
-    scatter_indices = replace(indices, cell_of_point=None, frustum_shape=None)  # backward by index_add_
     env = {"fwd": fwd, "fwd_bwd": fwd_bwd, "ours": bev_pool, "naive": bev_pool_naive_cumsum,
-           "ours_scatter": lambda d_, f_, _i: bev_pool(d_, f_, scatter_indices), "prepare": lambda: vt.pool_indices(batch)}
+           "prepare": lambda: vt.pool_indices(batch)}
     results = {}
     for label, stmt in [("ours forward", "fwd(ours)"), ("naive cumsum forward", "fwd(naive)"),
                         ("ours forward+backward", "fwd_bwd(ours)"), ("naive cumsum forward+backward", "fwd_bwd(naive)"),
-                        ("ours forward+backward, scatter backward", "fwd_bwd(ours_scatter)"),
                         ("index preparation (per calibration)", "prepare()")]:
         m = tb.Timer(stmt, globals=env).timeit(args.repeats)
         results[label] = m.median * 1e3
@@ -65,8 +61,7 @@ def main() -> None:
     for label, ms in results.items():
         print(f"  {label:<38} {ms:9.2f} ms (median of {args.repeats})")
     print(f"  forward speed-up ours vs naive: {results['naive cumsum forward'] / results['ours forward']:.2f}x; "
-          f"forward+backward: {results['naive cumsum forward+backward'] / results['ours forward+backward']:.2f}x; "
-          f"dense vs scatter backward: {results['ours forward+backward, scatter backward'] / results['ours forward+backward']:.2f}x")
+          f"forward+backward: {results['naive cumsum forward+backward'] / results['ours forward+backward']:.2f}x")
     print(f"  ours forward effective bandwidth: {bytes_fwd / (results['ours forward'] * 1e-3) / 1e9:.2f} GB/s "
           f"({bytes_fwd / 1e6:.1f} MB moved)")
 

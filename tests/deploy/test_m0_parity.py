@@ -2,18 +2,14 @@
 with >= 99.9 % argmax agreement on the real fixture and a synthetic input.
 
 Random weights (BatchNorm-calibrated; no real weights can be downloaded here). About 1.5 minutes
-on 2 cores (two exports of a 40M-parameter model), so it runs only with FLASHOCC_SLOW=1.
+on 2 cores (two exports of a 40M-parameter model).
 """
 from __future__ import annotations
-
-import os
 
 import pytest
 import torch
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'flashocc[deploy]')")
-pytestmark = pytest.mark.skipif(os.environ.get("FLASHOCC_SLOW") != "1",
-                                reason="M0 export + parity takes ~1.5 min on 2 cores; set FLASHOCC_SLOW=1 to run it")
 
 
 @pytest.mark.parametrize("mode", ["precomputed", "full"])
