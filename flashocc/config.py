@@ -13,7 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -53,8 +53,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     init_from: str = ""                  # checkpoint to initialise from (non-strict, reported)
-    eval_every_epochs: int = 0           # > 0: evaluate on the val split every N epochs
-    compile: bool = False                # torch.compile the model
+    eval_every_epochs: int = 0           # > 0: evaluate on the val split every N epochs (mIoU)
 
 
 @dataclass(frozen=True)
@@ -172,7 +171,11 @@ def _set(obj: Any, path: list[str], value: Any, full_key: str, source: str) -> A
         if not is_dataclass(current):
             raise KeyError(f"'{full_key}' ({source}): '{head}' is a value, not a section")
         return replace(obj, **{head: _set(current, path[1:], value, full_key, source)})
-    return replace(obj, **{head: _coerce(current, value, full_key, source)})
+    value = _coerce(current, value, full_key, source)
+    hint = get_type_hints(type(obj)).get(head)
+    if get_origin(hint) is Literal and value not in get_args(hint):
+        raise ValueError(f"'{full_key}' ({source}) must be one of {list(get_args(hint))}, got {value!r}")
+    return replace(obj, **{head: value})
 
 
 def _coerce(current: Any, value: Any, key: str, source: str) -> Any:

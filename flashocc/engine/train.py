@@ -247,6 +247,11 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
         del batches, loader
         if info.is_main and not stop:
             save_training_state(ckpt_path, model, optimizer, ema, state, cfg)
+        epoch_done = state.step_in_epoch >= sampler.steps_per_epoch
+        if not stop and epoch_done and tc.eval_every_epochs > 0 and (state.epoch + 1) % tc.eval_every_epochs == 0:
+            _evaluate_epoch(cfg, data_root, ema.module if ema is not None else unwrap_model(model), state, info,
+                            out_dir, writer)
+            model.train()
     if bar is not None:
         bar.close()
     if writer is not None:
@@ -256,6 +261,21 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
                "stopped_by_time": stop, "world_size": info.world_size}
     log.info("finished: %s", summary)
     return summary
+
+
+def _evaluate_epoch(cfg: RunConfig, data_root: Path, model, state: TrainState, info: DistInfo, out_dir: Path,
+                    writer) -> None:
+    """mIoU on the val split (every rank scores its share; totals are summed), logged by rank 0."""
+    from flashocc.engine.evaluate import eval_dataset, evaluate_model
+
+    result = evaluate_model(model, eval_dataset(cfg, data_root), info.device, ("miou",), cfg.eval.batch_size,
+                            cfg.eval.workers, info)
+    if info.is_main:
+        log.info("epoch %d val mIoU %.2f", state.epoch, result["mIoU"])
+        with open(out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": state.step, "epoch": state.epoch, "val_mIoU": result["mIoU"]}) + "\n")
+        if writer is not None:
+            writer.add_scalar("val/mIoU", result["mIoU"], state.step)
 
 
 def _all_agree(flag: bool, info: DistInfo) -> bool:

@@ -69,6 +69,9 @@ def test_config_overrides_and_errors(tmp_path, capsys):
         load_run_config("flashocc-tiny", ["train.lrr=1"])
     with pytest.raises(ValueError, match="expects float"):
         load_run_config("flashocc-tiny", ["train.lr=fast"])
+    with pytest.raises(ValueError, match=r"must be one of \['none', 'bf16', 'fp16'\]"):
+        load_run_config("flashocc-tiny", ["train.amp=bf17"])
+    assert load_run_config("flashocc-r50-m2").data.num_adjacent == 2  # temporal presets get their frames
     yaml_file = tmp_path / "run.yaml"
     yaml_file.write_text("preset: flashocc-tiny\ntrain:\n  lr: 0.0003\nmodel:\n  head_channels: 32\n")
     cfg = load_run_config(str(yaml_file), ["train.epochs=3"])
@@ -129,10 +132,13 @@ def test_two_process_gloo_ddp_step_equals_one_process_with_same_global_batch(syn
 
 def test_train_eval_predict_end_to_end(synth_root, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "flashocc-tiny", *MICRO, "train.max_iters=2", "--data", str(synth_root), "--out", str(run)]) == 0
-    assert '"samples_seen": 2' in capsys.readouterr().out
+    assert main(["train", "flashocc-tiny", *MICRO, "train.max_iters=3", "train.eval_every_epochs=1",
+                 "--data", str(synth_root), "--out", str(run)]) == 0  # 3 train frames: one epoch
+    assert '"samples_seen": 3' in capsys.readouterr().out
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [1, 2] and all(np.isfinite(r["loss_occ"]) for r in records)
+    steps = [r for r in records if "loss_occ" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3] and all(np.isfinite(r["loss_occ"]) for r in steps)
+    assert [r["step"] for r in records if "val_mIoU" in r] == [3]
     assert (run / "config.yaml").is_file() and (run / "train.log").is_file()
 
     assert main(["eval", str(run / "config.yaml"), "--checkpoint", str(run / "last.pt"), "--data", str(synth_root),
