@@ -8,8 +8,17 @@ import sys
 from pathlib import Path
 
 EXAMPLES = """examples:
-  1. flashocc models                        list presets with parameters, input size and GFLOPs
-  2. flashocc models --json                 the same as JSON
+  1. flashocc demo                                              synthetic data -> train -> evaluate -> pictures
+  2. flashocc models --json                                     presets: parameters, input size, GFLOPs
+  3. flashocc data synth --out data/synth --scenes 10           a synthetic set in the nuScenes/Occ3D layout
+  4. flashocc data nuscenes --root data/nuscenes --out data/nuscenes
+  5. flashocc train flashocc-tiny --data data/synth --out runs/tiny train.lr=2e-4
+  6. flashocc eval runs/tiny/config.yaml --checkpoint runs/tiny/last.pt --data data/synth
+  7. flashocc predict runs/tiny/config.yaml --checkpoint runs/tiny/last.pt --data data/synth --out preds --viz
+  8. flashocc evaluate --pred preds --gt data/synth/gts --infos data/synth/infos_val.pkl
+  9. flashocc viz preds --gt data/synth/gts --out viz --gif
+ 10. flashocc export flashocc-r50-m0 --out m0.onnx --mode precomputed
+ 11. flashocc bench flashocc-r50-m0 --backend torch,onnxruntime --precision fp32,int8
 """
 
 
