@@ -10,13 +10,13 @@ from __future__ import annotations
 import ast
 import difflib
 import os
-import tempfile
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
+from flashocc.atomic import atomic_write
 from flashocc.data.dataset import DataConfig
 from flashocc.models.presets import ModelConfig, get_config
 
@@ -210,12 +210,8 @@ def config_to_dict(cfg: Any) -> dict:
 
 def save_run_config(cfg: RunConfig, path: str | os.PathLike) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"preset": cfg.model.name, **config_to_dict(cfg)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(data, f, sort_keys=False)
-    os.replace(tmp, path)
+    with atomic_write(path, "w") as f:
+        yaml.safe_dump({"preset": cfg.model.name, **config_to_dict(cfg)}, f, sort_keys=False)
     return path
 
 

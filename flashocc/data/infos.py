@@ -18,12 +18,12 @@ import logging
 import math
 import os
 import pickle
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from flashocc.atomic import atomic_write
 from flashocc.geometry import NUSCENES_CAMERAS, make_transform
 
 log = logging.getLogger(__name__)
@@ -67,17 +67,10 @@ def sample_from_dict(d: dict) -> SampleInfo:
 def save_infos(samples: list[SampleInfo], path: str | os.PathLike, metadata: dict | None = None) -> Path:
     """Write our info file atomically (temp file in the same folder, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "metadata": dict(metadata or {}),
                "samples": [sample_to_dict(s) for s in samples]}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
     return path
 
 

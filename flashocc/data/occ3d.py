@@ -6,13 +6,13 @@ Three uint8 arrays indexed [x, y, z] in the LiDAR-keyframe ego frame: ``semantic
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from flashocc.atomic import atomic_write
 from flashocc.grid import OCC3D_NUSCENES, OccGrid
 
 LABEL_KEYS: tuple[str, ...] = ("semantics", "mask_lidar", "mask_camera")
@@ -75,13 +75,6 @@ def save_labels(labels: OccLabels, path: str | os.PathLike, grid: OccGrid = OCC3
     """Write ``labels.npz`` (compressed, as Occ3D does) atomically; ``path`` may be the sample folder."""
     path = labels_file(path)
     validate_labels(labels, str(path), grid)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **{key: getattr(labels, key) for key in LABEL_KEYS})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        np.savez_compressed(f, **{key: getattr(labels, key) for key in LABEL_KEYS})
     return path

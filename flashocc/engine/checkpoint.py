@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from flashocc.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -139,15 +140,8 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:
     """torch.save to a temp file in the same folder, then rename: a crash never leaves a torn file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        torch.save(obj, f)
     return path
 
 

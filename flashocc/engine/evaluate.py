@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from flashocc.atomic import atomic_write
 from flashocc.config import RunConfig
 from flashocc.data.dataset import OccDataset, collate_batch
 from flashocc.engine.checkpoint import extract_state_dict, match_state_dict, read_checkpoint
@@ -111,15 +111,8 @@ def evaluate_model(model: torch.nn.Module, dataset: OccDataset, device: torch.de
 
 def write_labels(labels: np.ndarray, path: Path) -> Path:
     """``labels.npz`` with key ``semantics``, written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".labels.", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, semantics=labels.astype(np.uint8))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        np.savez_compressed(f, semantics=labels.astype(np.uint8))
     return path
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from flashocc.atomic import atomic_write
 from flashocc.grid import OCC3D_NUSCENES, OccGrid
 from flashocc.metrics.common import as_label_volume, as_mask
 from flashocc.metrics.fscore import OccFScore
@@ -208,7 +208,6 @@ def format_report(result: dict[str, Any]) -> str:
 def write_json(result: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write the result atomically (NaN becomes null)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
 
     def clean(x: Any) -> Any:
         if isinstance(x, dict):
@@ -217,12 +216,6 @@ def write_json(result: dict[str, Any], path: str | os.PathLike) -> Path:
             return None
         return x
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(clean(result), f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w") as f:
+        json.dump(clean(result), f, indent=2)
     return path

@@ -17,12 +17,7 @@ from test_temporal import CAMS, _cams, small_config  # noqa: E402
 TINY = SwinLayout(16, (2, 2, 2, 2), (1, 2, 2, 4), 4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the shared 2-core box: intra-op threads only contend
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_m3_parameter_count_matches_readme():

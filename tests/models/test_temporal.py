@@ -23,13 +23,7 @@ def _cams(frame: dict) -> dict:
     return {k: (v if k == "bda" else v[:, :CAMS]) for k, v in frame.items()}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The 2-core CI box is shared: intra-op threads only contend here (measured 10x slower with 2).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def with_bev(model, fn, *args):

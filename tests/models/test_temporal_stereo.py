@@ -9,12 +9,7 @@ from flashocc.models.depthnet import DepthNet, camera_mlp_input
 from flashocc.models.stereo import cost_volume_grid, current_to_adjacent_sensor, stereo_cost_volume
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the shared 2-core box: intra-op threads only contend
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rig(b=1, n=1, f=100.0, cx=87.5, cy=31.5):

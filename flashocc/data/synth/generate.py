@@ -17,7 +17,6 @@ import io
 import logging
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from flashocc.atomic import atomic_write
 from flashocc.data.infos import CameraInfo, SampleInfo, save_infos
 from flashocc.data.synth.lidar import simulate_lidar
 from flashocc.data.synth.masks import camera_visibility, lidar_visibility
@@ -237,12 +237,5 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        f.write(data)
