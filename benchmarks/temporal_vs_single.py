@@ -2,12 +2,12 @@
 
 The temporal preset (default flashocc-tiny-m2) is trained against its single-frame twin: the same
 backbone, neck, BEV channels, encoder and head with ``temporal=False`` (no adjacent frames, no cost
-volume, no depth loss; the plain LSS depth net of M0/M1). Generates (or reuses) a small synthetic
-driving set, trains both for the same number of optimiser steps with the same seed, batch and
-schedule, and scores the held-out scenes (mIoU on the camera mask, RayIoU). Writes results.json under
---out and prints a table:
+volume; the plain LSS depth net of M0/M1), both with the same LiDAR depth loss weight. Generates (or
+reuses, ``--data``) a synthetic driving set, trains both for the same number of optimiser steps with
+the same seed, batch, class weights and schedule (the demo's short-budget recipe), and scores the
+held-out scenes (mIoU on the camera mask, RayIoU). Writes results.json under --out and prints a table:
 
-    python benchmarks/temporal_vs_single.py --out /tmp/temporal_bench --steps 120 --scenes 10 --frames 12 --parallel
+    python benchmarks/temporal_vs_single.py --out /tmp/temporal_bench --steps 500 --data runs/demo/data --parallel
 
 One process per model with ``--parallel``, one intra-op thread each.
 """
@@ -25,22 +25,25 @@ import torch
 IMAGE_SIZE = (352, 198)  # synthetic images (W, H); the tiny models see 128x352 crops of them
 
 
-def common_overrides(steps: int) -> list[str]:
-    # A short constant-lr schedule (as the demo) and no EMA: compare the trained weights themselves.
-    return [f"train.max_iters={steps}", "train.batch_size=2", "train.workers=0", "train.lr=1e-3",
+def common_overrides(steps: int, class_weights: tuple[float, ...]) -> list[str]:
+    # The demo's short-budget recipe (lr 2e-3 after 20 warm-up steps, the demo's class weights from the
+    # training labels), constant lr and no EMA: compare the trained weights themselves.
+    return [f"train.max_iters={steps}", "train.batch_size=2", "train.workers=0", "train.lr=2e-3",
             "train.warmup_iters=20", "train.schedule=constant", "train.ema=False", "train.log_every=10",
-            f"data.src_size=({IMAGE_SIZE[1]}, {IMAGE_SIZE[0]})"]
+            f"data.src_size=({IMAGE_SIZE[1]}, {IMAGE_SIZE[0]})", f"model.class_weights={list(class_weights)}"]
 
 
 def single_frame_twin(model_cfg):
-    """The temporal config without time: one frame, the stereo stage dropped from the backbone outputs."""
+    """The temporal config without time: one frame, the stereo stage dropped from the backbone outputs,
+    the plain 1x1 LSS depth net; the depth loss weight stays as given."""
     from dataclasses import replace
 
     return replace(model_cfg, name=f"{model_cfg.name}-single", description="single-frame twin", temporal=False,
-                   backbone_out_indices=model_cfg.backbone_out_indices[1:], sid=False, depth_loss_weight=0.0)
+                   backbone_out_indices=model_cfg.backbone_out_indices[1:], sid=False)
 
 
-def run_one(preset: str, single: bool, data_root: str, out: str, steps: int) -> dict:
+def run_one(preset: str, single: bool, data_root: str, out: str, steps: int, class_weights: tuple[float, ...],
+            depth_loss: float) -> dict:
     torch.set_num_threads(1)
     from dataclasses import replace
 
@@ -51,10 +54,11 @@ def run_one(preset: str, single: bool, data_root: str, out: str, steps: int) -> 
     from flashocc.models.temporal import data_requirements
 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {preset} %(message)s")
-    cfg = load_run_config(preset, common_overrides(steps))
+    cfg = load_run_config(preset, [*common_overrides(steps, class_weights), f"model.depth_loss_weight={depth_loss}"])
     if single:
         cfg = replace(cfg, model=single_frame_twin(cfg.model))
-    cfg = replace(cfg, data=replace(cfg.data, **data_requirements(cfg.model)))
+    # The preset's data config asks for adjacent frames; the twin must see the current frame only.
+    cfg = replace(cfg, data=replace(cfg.data, **{"num_adjacent": 0, **data_requirements(cfg.model)}))
     name = cfg.model.name
     started = time.perf_counter()
     summary = train(cfg, data_root, Path(out) / name, device="cpu", progress=False)
@@ -67,7 +71,8 @@ def run_one(preset: str, single: bool, data_root: str, out: str, steps: int) -> 
     result = evaluate_model(model, eval_dataset(eval_cfg, data_root), torch.device("cpu"), ("miou", "rayiou"))
     return {"model": name, "params": sum(p.numel() for p in model.parameters()), "steps": summary["steps"], "samples_seen": summary["samples_seen"],
             "train_minutes": round(train_minutes, 1), "mIoU": result["mIoU"], "RayIoU": result["RayIoU"],
-            "val_samples": result["num_samples"], "num_adjacent": cfg.data.num_adjacent}
+            "val_samples": result["num_samples"], "num_adjacent": cfg.data.num_adjacent,
+            "depth_loss_weight": cfg.model.depth_loss_weight}
 
 
 def main() -> None:
@@ -78,15 +83,23 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=8)
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--parallel", action="store_true", help="train the presets in parallel processes")
+    parser.add_argument("--depth-loss", type=float, default=1.0,
+                        help="LiDAR depth loss weight for both models (the demo's 1.0; M2's official 0.05)")
+    parser.add_argument("--data", default=None, help="an existing synthetic set (e.g. the demo's) instead of "
+                                                     "generating one under --out")
     args = parser.parse_args()
     from flashocc.data.synth import SynthConfig, generate_synthetic_set
 
     out = Path(args.out)
-    data_root = out / "data"
+    data_root = Path(args.data) if args.data else out / "data"
     if not (data_root / "infos_val.pkl").is_file():
         generate_synthetic_set(data_root, SynthConfig(scenes=args.scenes, frames_per_scene=args.frames, seed=1,
                                                       image_size=IMAGE_SIZE, workers=1))
-    jobs = [(args.preset, single, str(data_root), str(out), args.steps) for single in (True, False)]
+    from flashocc.engine.demo import balanced_class_weights
+
+    weights = balanced_class_weights(data_root)
+    jobs = [(args.preset, single, str(data_root), str(out), args.steps, weights, args.depth_loss)
+            for single in (True, False)]
     if args.parallel:
         with mp.get_context("spawn").Pool(len(jobs)) as pool:
             rows = pool.starmap(run_one, jobs)

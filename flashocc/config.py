@@ -37,7 +37,7 @@ class TrainConfig:
     grad_clip: float = 5.0               # max L2 norm; 0 disables
     warmup_iters: int = 200
     warmup_ratio: float = 0.001
-    schedule: Literal["step", "cosine", "constant"] = "step"
+    schedule: Literal["step", "cosine", "constant"] = "step"   # cosine + max_minutes: ends at the budget
     lr_steps: tuple[int, ...] = (24,)    # "step": epochs at which the lr is multiplied by lr_gamma
     lr_gamma: float = 0.1
     min_lr_ratio: float = 0.0            # "cosine": final lr / lr

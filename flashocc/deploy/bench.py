@@ -14,7 +14,7 @@ import logging
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -286,7 +286,8 @@ def _ort_row(cfg: BenchConfig, graphs: dict[str, Path], batch: dict, held_out: d
 
 def run_bench(cfg: BenchConfig) -> BenchReport:
     """Measure every requested (backend, precision); unavailable ones are rows with status 'skipped'."""
-    from flashocc.models.presets import build_model, example_batch
+    from flashocc.models.presets import build_model
+    from flashocc.models.temporal import example_model_batch
 
     unknown = [b for b in cfg.backends if b not in BACKENDS] + [p for p in cfg.precisions if p not in PRECISIONS]
     if unknown:
@@ -296,6 +297,10 @@ def run_bench(cfg: BenchConfig) -> BenchReport:
     torch.manual_seed(cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = build_model(cfg.preset)
+    temporal = bool(model.config.temporal)
+    if temporal and cfg.mode != "full":
+        log.warning("%s is temporal: timing the full graph (its pooling indices change every frame)", cfg.preset)
+        cfg = replace(cfg, mode="full")
     calib, held_out = _inputs(cfg, model.config)
     if cfg.checkpoint:
         from flashocc.engine.checkpoint import load_checkpoint
@@ -304,7 +309,7 @@ def run_bench(cfg: BenchConfig) -> BenchReport:
     else:
         calibrate_random_model(model, calib[:2])
     model.eval()
-    batch = example_batch(model.config, cfg.batch_size)  # timed input (images don't change the work)
+    batch = example_model_batch(model.config, cfg.batch_size)  # timed input (images don't change the work)
     with torch.no_grad():
         reference = model(held_out).numpy()
     tmp = None if cfg.workdir else tempfile.TemporaryDirectory(prefix="flashocc_bench_")
@@ -327,6 +332,9 @@ def run_bench(cfg: BenchConfig) -> BenchReport:
                     elif backend == "onnxruntime":
                         graphs = graphs or _onnx_graphs(cfg, model, workdir, calib)
                         rows.append(run(_ort_row, cfg, graphs, batch, held_out, reference, precision))
+                    elif temporal:
+                        rows.append(_skip(backend, precision, "the TensorRT path takes precomputed-index graphs; "
+                                                              "temporal presets export the full graph only"))
                     else:
                         rows.append(_bench_tensorrt(cfg, model, workdir, batch, held_out, reference, precision, calib,
                                                     exported=trt_graph_made))
@@ -343,15 +351,17 @@ def run_bench(cfg: BenchConfig) -> BenchReport:
 
 def _inputs(cfg: BenchConfig, model_cfg) -> tuple[list[dict], dict]:
     """Calibration batches and the held-out batch for the agreement column."""
-    from flashocc.models.presets import example_batch
+    from flashocc.models.temporal import NUM_FRAMES, example_model_batch
 
     count = max(1, cfg.calib_samples)
     if cfg.data is None:
-        return [example_batch(model_cfg, cfg.batch_size) for _ in range(count)], example_batch(model_cfg, cfg.batch_size)
+        return ([example_model_batch(model_cfg, cfg.batch_size) for _ in range(count)],
+                example_model_batch(model_cfg, cfg.batch_size))
     from flashocc.data.dataset import DataConfig, OccDataset, collate_batch
 
     root = Path(cfg.data)
-    data_cfg = DataConfig(input_size=model_cfg.input_size, load_occ=False)
+    data_cfg = DataConfig(input_size=model_cfg.input_size, load_occ=False,
+                          num_adjacent=NUM_FRAMES - 1 if model_cfg.temporal else 0)
     train = OccDataset(root, root / "infos_train.pkl", data_cfg)
     val = OccDataset(root, root / "infos_val.pkl", data_cfg)
     keys = ("img", "sensor2ego", "ego2global", "intrinsics", "post_rots", "post_trans", "bda")

@@ -74,7 +74,8 @@ class ExportSpec:
     output_shape: tuple[int, ...]        # (B, Dx, Dy, Dz, K)
     accumulate: str                      # dtype of the pooling prefix sum
     opset: int
-    num_cameras: int = 6                 # N of the exported img input
+    num_cameras: int = 6                 # views of the exported img input (3·N for temporal models)
+    temporal: bool = False               # frames [t, t-1, t-2] in one graph (TemporalOccGraph)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -116,7 +117,7 @@ class OccGraph(nn.Module):
 
 
 def export_spec(model: nn.Module, mode: str, batch_size: int, accumulate: torch.dtype, opset: int,
-                num_cameras: int = 6) -> ExportSpec:
+                num_cameras: int = 6, temporal: bool = False) -> ExportSpec:
     cfg = model.config
     vt = model.img_view_transformer
     dx, dy, dz = cfg.grid.shape
@@ -124,7 +125,8 @@ def export_spec(model: nn.Module, mode: str, batch_size: int, accumulate: torch.
                       downsample=vt.downsample, depth_bins=tuple(vt.depth_bins), sid=bool(vt.sid),
                       lower=tuple(vt.lower), interval=tuple(vt.interval), grid_size=tuple(vt.grid_size),
                       output_shape=(batch_size, dx, dy, dz, cfg.grid.num_classes),
-                      accumulate=str(accumulate).removeprefix("torch."), opset=opset, num_cameras=num_cameras)
+                      accumulate=str(accumulate).removeprefix("torch."), opset=opset, num_cameras=num_cameras,
+                      temporal=temporal)
 
 
 def example_inputs(model: nn.Module, mode: str, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -145,26 +147,33 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, mode: str = "full", op
     """
     import onnx  # noqa: F401  (fail early with the install hint below)
 
-    from flashocc.models.presets import example_batch
+    from flashocc.models.temporal import example_model_batch
 
     if mode not in MODES:
         raise ValueError(f"export mode must be one of {MODES}, got '{mode}'")
-    if getattr(model.config, "temporal", False):
-        raise ValueError(f"{model.config.name} is temporal (it needs previous frames' BEV features); export "
-                         f"supports single-frame presets only, e.g. flashocc-r50-m0, flashocc-r50-m1, flashocc-tiny")
+    temporal = bool(getattr(model.config, "temporal", False))
+    if temporal and mode != "full":
+        raise ValueError(f"{model.config.name} is temporal: its pooling indices change with every frame's ego "
+                         "motion, so only mode='full' (geometry and pooling inside the graph) can be exported")
     if exporter not in ("torchscript", "dynamo"):
         raise ValueError(f"exporter must be 'torchscript' or 'dynamo', got '{exporter}'")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     device = next(model.parameters()).device
     model = model.eval().cpu()  # traced on CPU; moved back below
-    graph = OccGraph(model, mode, accumulate).eval()
-    batch = example_batch(model.config, batch_size)
+    if temporal:
+        from flashocc.deploy.temporal_graph import TemporalOccGraph
+
+        graph: nn.Module = TemporalOccGraph(model, accumulate).eval()
+    else:
+        graph = OccGraph(model, mode, accumulate).eval()
+    batch = example_model_batch(model.config, batch_size)
     inputs = example_inputs(model, mode, batch)
     names = list(INPUT_KEYS) if mode == "full" else ["img", *INDEX_KEYS]
     dynamic = None if mode == "full" else {
         **{k: {0: "points"} for k in INDEX_KEYS[:3]}, **{k: {0: "intervals"} for k in INDEX_KEYS[3:]}}
-    spec = export_spec(model, mode, batch_size, accumulate, opset, num_cameras=batch["img"].shape[1])
+    spec = export_spec(model, mode, batch_size, accumulate, opset, num_cameras=batch["img"].shape[1],
+                       temporal=temporal)
     start = time.perf_counter()
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=out.parent)
     os.close(fd)

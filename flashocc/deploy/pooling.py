@@ -109,8 +109,19 @@ def ego_coords_exportable(frustum: torch.Tensor, sensor2ego: torch.Tensor, ego2g
                           bda: torch.Tensor) -> torch.Tensor:
     """``sensor_to_key_ego`` + ``frustum_to_ego`` (flashocc.md §3.3) without ``linalg.inv``:
     (B, N, D, fH, fW, 3) metres in the BEV-augmented key-ego frame (view 0 = key ego, §12.5)."""
+    return lift_exportable(frustum, key_ego_exportable(sensor2ego, ego2global), intrinsics, post_rots, post_trans,
+                           bda)
+
+
+def key_ego_exportable(sensor2ego: torch.Tensor, ego2global: torch.Tensor) -> torch.Tensor:
+    """``sensor_to_key_ego`` without ``linalg.inv``: (B, N, 4, 4) sensor -> view-0 ego (§12.5)."""
     e2g = ego2global.double()
-    s2k = (inverse_rigid(e2g[:, 0:1]) @ e2g @ sensor2ego.double()).float()  # float64 product, as official
+    return (inverse_rigid(e2g[:, 0:1]) @ e2g @ sensor2ego.double()).float()  # float64 product, as official
+
+
+def lift_exportable(frustum: torch.Tensor, s2k: torch.Tensor, intrinsics: torch.Tensor, post_rots: torch.Tensor,
+                    post_trans: torch.Tensor, bda: torch.Tensor) -> torch.Tensor:
+    """``frustum_to_ego`` without ``linalg.inv``."""
     b, n = s2k.shape[:2]
     pts = frustum.view(1, 1, *frustum.shape) - post_trans.float().view(b, n, 1, 1, 1, 3)
     pts = inverse_3x3(post_rots.float()).view(b, n, 1, 1, 1, 3, 3).matmul(pts.unsqueeze(-1))

@@ -170,7 +170,8 @@ def calibration_batches(preset: str, count: int, data_root: str | os.PathLike | 
     ``example_batch`` (enough to exercise the path; real samples give better INT8 ranges)."""
     import torch
 
-    from flashocc.models.presets import example_batch, get_config
+    from flashocc.models.presets import get_config
+    from flashocc.models.temporal import NUM_FRAMES, example_model_batch
 
     if count < 1:
         raise ValueError(f"calibration needs at least one sample, got count={count}")
@@ -179,8 +180,9 @@ def calibration_batches(preset: str, count: int, data_root: str | os.PathLike | 
         raise ValueError("give both data_root and infos for dataset calibration, or neither for random inputs")
     if data_root is None:
         torch.manual_seed(seed)
-        return [example_batch(cfg, 1) for _ in range(count)]
+        return [example_model_batch(cfg, 1) for _ in range(count)]
     from flashocc.data.dataset import DataConfig, OccDataset, collate_batch
 
-    dataset = OccDataset(data_root, infos, DataConfig(input_size=cfg.input_size, load_occ=False))
+    dataset = OccDataset(data_root, infos, DataConfig(input_size=cfg.input_size, load_occ=False,
+                                                      num_adjacent=NUM_FRAMES - 1 if cfg.temporal else 0))
     return [collate_batch([dataset[i]]) for i in range(min(count, len(dataset)))]

@@ -24,12 +24,14 @@ log = logging.getLogger(__name__)
 # The demo's synthetic set: small images (the model sees 128x352) keep generation and decoding cheap.
 DEMO_SYNTH = SynthConfig(scenes=12, frames_per_scene=24, seed=0, image_size=(704, 396), workers=2)
 
-# Short-budget training: a higher constant lr after a short warmup, EMA that follows the recent weights,
-# and LiDAR depth supervision, which measurably speeds up learning geometry from scratch (docs/benchmarks.md).
+# Short-budget training (docs/benchmarks.md): a higher lr after a short warmup whose cosine ends with the
+# time budget, EMA that follows the recent weights, and dense image-side supervision read off the
+# voxel labels (the first occupied voxel on each ray gives the depth target and a per-pixel class).
 DEMO_OVERRIDES: tuple[str, ...] = (
     "train.batch_size=2", "train.workers=1", "train.epochs=10000", "train.lr=2e-3", "train.warmup_iters=20",
-    "train.schedule=constant", "train.ema_init_updates=0", "train.ema_ramp=200", "train.checkpoint_every_iters=50",
-    "train.log_every=10", "model.depth_loss_weight=1.0",
+    "train.schedule=cosine", "train.ema_init_updates=0", "train.ema_ramp=200", "train.checkpoint_every_iters=50",
+    "train.log_every=10", "model.depth_loss_weight=1.0", "model.depth_target=occupancy",
+    "model.semantic_loss_weight=1.0",
 )
 
 

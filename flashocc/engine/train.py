@@ -32,6 +32,9 @@ from flashocc.models.presets import build_model
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "last.pt"
+# With a time budget and the cosine schedule, the speed of 20 steps from step 10 (past the start-up)
+# fixes the schedule's length: (first step, number of steps).
+BUDGET_CALIBRATION = (10, 20)
 
 
 @dataclass
@@ -41,6 +44,7 @@ class TrainState:
     step_in_epoch: int = 0
     samples_seen: int = 0      # over all processes
     train_seconds: float = 0.0
+    planned_steps: int = 0     # cosine under a time budget: steps expected to fit, fixed once measured
 
 
 def lr_at(step: int, cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> float:
@@ -179,6 +183,7 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
              len(dataset), sampler.steps_per_epoch, total_steps, info.world_size, info.device)
 
     started = time.perf_counter() - state.train_seconds
+    calibration_start = None
     stop = False
     model.train()
     while state.step < total_steps and not stop:
@@ -191,7 +196,14 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
         batches = iter(loader)
         while state.step_in_epoch < sampler.steps_per_epoch and state.step < total_steps:
             t0 = time.perf_counter()
-            lr = lr_at(state.step, tc, sampler.steps_per_epoch, total_steps)
+            if tc.max_minutes > 0 and tc.schedule == "cosine" and not state.planned_steps:
+                if calibration_start is None and state.step >= BUDGET_CALIBRATION[0]:
+                    calibration_start = (state.step, state.train_seconds)
+                elif calibration_start is not None and state.step >= calibration_start[0] + BUDGET_CALIBRATION[1]:
+                    state.planned_steps = _planned_steps(state, calibration_start, tc.max_minutes, info)
+                    log.info("time budget: %.1f min at the measured speed is about %d steps; the cosine ends there",
+                             tc.max_minutes, state.planned_steps)
+            lr = lr_at(state.step, tc, sampler.steps_per_epoch, state.planned_steps or total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             totals: dict[str, float] = {}
@@ -276,6 +288,18 @@ def _evaluate_epoch(cfg: RunConfig, data_root: Path, model, state: TrainState, i
             f.write(json.dumps({"step": state.step, "epoch": state.epoch, "val_mIoU": result["mIoU"]}) + "\n")
         if writer is not None:
             writer.add_scalar("val/mIoU", result["mIoU"], state.step)
+
+
+def _planned_steps(state: TrainState, calibration_start: tuple[int, float], max_minutes: float,
+                   info: DistInfo) -> int:
+    """Optimiser steps a time budget holds at the speed measured since ``calibration_start`` (step,
+    seconds), past the start-up; the slowest process decides. Kept in the checkpoint, so a resumed run
+    follows the same schedule."""
+    per_step = (state.train_seconds - calibration_start[1]) / (state.step - calibration_start[0])
+    estimate = torch.tensor([state.step + (max_minutes * 60 - state.train_seconds) / max(per_step, 1e-6)])
+    if info.enabled:
+        torch.distributed.all_reduce(estimate, op=torch.distributed.ReduceOp.MIN)
+    return max(state.step + 1, int(estimate.item()))
 
 
 def _all_agree(flag: bool, info: DistInfo) -> bool:

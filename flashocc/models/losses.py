@@ -28,19 +28,17 @@ def occupancy_loss(
     """
     num_classes = logits.shape[-1]
     labels = voxel_semantics.reshape(-1).long()
-    flat = logits.reshape(-1, num_classes).float()
+    flat = logits.reshape(-1, num_classes)
     weight = class_weights.to(flat.device) if class_weights is not None else None
-    per_voxel = F.cross_entropy(flat, labels, weight=weight, reduction="none", ignore_index=ignore_label)
-    if mask_camera is None:
-        mask = torch.ones_like(per_voxel)
-    else:
-        mask = mask_camera.reshape(-1).to(per_voxel.dtype)
-    if weight is None:
-        normaliser = mask.sum()
-    else:
-        counted = labels[(mask > 0) & (labels != ignore_label)]
-        normaliser = weight[counted].sum()
-    return (per_voxel * mask).sum() / (normaliser + torch.finfo(torch.float32).eps)
+    visible = torch.ones_like(labels, dtype=torch.bool) if mask_camera is None else mask_camera.reshape(-1) > 0
+    # Only the counted voxels go through the softmax (a third of the grid with the camera mask): the
+    # same sum as masking afterwards, at a fraction of the cost.
+    counted = (visible & (labels != ignore_label)).nonzero().squeeze(1)
+    counted_labels = labels[counted]
+    loss_sum = F.cross_entropy(flat.index_select(0, counted).float(), counted_labels, weight=weight, reduction="sum")
+    # Ignored voxels inside the mask count in the unweighted normaliser, as in the official head.
+    normaliser = visible.sum() if weight is None else weight[counted_labels].sum()
+    return loss_sum / (normaliser + torch.finfo(torch.float32).eps)
 
 
 def downsample_gt_depth(gt_depth: torch.Tensor, downsample: int) -> torch.Tensor:
@@ -69,11 +67,26 @@ def depth_loss(depth_probs: torch.Tensor, gt_depth: torch.Tensor, downsample: in
                bins: tuple[float, float, float], sid: bool) -> torch.Tensor:
     """BCE between predicted depth probabilities (B·N, D, fH, fW) and one-hot LiDAR depth bins,
     over foreground pixels only, summed over D and divided by max(1, #foreground)."""
+    return cell_depth_loss(depth_probs, downsample_gt_depth(gt_depth, downsample), bins, sid)
+
+
+def cell_depth_loss(depth_probs: torch.Tensor, cell_depth: torch.Tensor, bins: tuple[float, float, float],
+                    sid: bool) -> torch.Tensor:
+    """``depth_loss`` with one depth per feature cell (B·N, fH, fW) already given (0 = none)."""
     num_bins = depth_probs.shape[1]
-    target = depth_bin_targets(downsample_gt_depth(gt_depth, downsample), *bins, num_bins=num_bins, sid=sid)
+    target = depth_bin_targets(cell_depth, *bins, num_bins=num_bins, sid=sid)
     target = target.reshape(-1, num_bins)
     probs = depth_probs.permute(0, 2, 3, 1).reshape(-1, num_bins).float()
     foreground = target.max(dim=1).values > 0
     with torch.autocast(device_type=probs.device.type, enabled=False):
         loss = F.binary_cross_entropy(probs[foreground], target[foreground], reduction="sum")
     return loss / max(1.0, float(foreground.sum()))
+
+
+def semantic_loss(logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None,
+                  ignore_label: int = 255) -> torch.Tensor:
+    """Per-pixel cross-entropy of the auxiliary image head: logits (B·N, K, fH, fW), labels (B·N, fH, fW)."""
+    weight = class_weights.to(logits.device) if class_weights is not None else None
+    if not (labels != ignore_label).any():  # the mean over no pixels would be NaN
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float(), labels, weight=weight, ignore_index=ignore_label)

@@ -13,6 +13,7 @@ Temporal presets (``temporal=True``) build ``FlashOccStereo4D`` (flashocc/models
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from typing import Literal
 
 import torch
 from torch import nn
@@ -52,6 +53,10 @@ class ModelConfig:
     class_balance: bool = False                # official 1/log(f) weights from the nuScenes frequencies
     class_weights: tuple[float, ...] = ()      # explicit per-class loss weights (override class_balance)
     depth_loss_weight: float = 0.0
+    # Training aids, off in the official presets (flashocc/models/ray_targets.py): depth targets from the
+    # first occupied voxel on each ray instead of LiDAR, and an auxiliary per-pixel class loss.
+    depth_target: Literal["lidar", "occupancy"] = "lidar"
+    semantic_loss_weight: float = 0.0
     grid: OccGrid = field(default=OCC3D_NUSCENES)
     # Temporal stereo (BEVStereo4D, flashocc.md §1.3, §9); the defaults keep the single-frame models.
     temporal: bool = False                     # frames t, t-1 (BEV) and t-2 (stereo reference)
@@ -187,8 +192,11 @@ def build_model(preset: str | ModelConfig) -> FlashOcc:
         weights = torch.tensor(cfg.class_weights, dtype=torch.float32)
     else:
         weights = class_balance_weights(OCC3D_CLASS_FREQUENCIES) if cfg.class_balance else None
+    semantic_head = nn.Conv2d(cfg.bev_channels, grid.num_classes, 1) if cfg.semantic_loss_weight > 0 else None
     model = FlashOcc(backbone, img_neck, view, encoder, neck, head, use_mask=cfg.use_mask, class_weights=weights,
-                     depth_loss_weight=cfg.depth_loss_weight, ignore_label=grid.ignore_label)
+                     depth_loss_weight=cfg.depth_loss_weight, ignore_label=grid.ignore_label,
+                     depth_target=cfg.depth_target, semantic_head=semantic_head,
+                     semantic_loss_weight=cfg.semantic_loss_weight, grid=grid)
     model.config = cfg
     return model
 

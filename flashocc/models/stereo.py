@@ -7,6 +7,8 @@ per-pixel depth distribution (flashocc.md §3.8, §12.24). Everything here runs 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -24,20 +26,22 @@ def current_to_adjacent_sensor(sensor2ego: torch.Tensor, ego2global: torch.Tenso
 
 
 def cost_volume_grid(frustum: torch.Tensor, curr2adj: torch.Tensor, intrinsics: torch.Tensor,
-                     post_rots: torch.Tensor, post_trans: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+                     post_rots: torch.Tensor, post_trans: torch.Tensor, image_size: tuple[int, int],
+                     inverse_3x3: Callable[[torch.Tensor], torch.Tensor] = torch.linalg.inv) -> torch.Tensor:
     """``grid_sample`` coordinates of every (depth, pixel) of the current frame in the adjacent image.
 
     frustum (D, H, W, 3) of (u, v, d) in augmented-image pixels and metres; curr2adj (B, N, 4, 4);
     intrinsics, post_rots (B, N, 3, 3); post_trans (B, N, 3); image_size (H_img, W_img) of the
-    augmented image. Returns (B·N, D·H, W, 2) in [-1, 1] (x, y).
+    augmented image. Returns (B·N, D·H, W, 2) in [-1, 1] (x, y). ONNX export passes an adjugate
+    ``inverse_3x3`` (ONNX has no matrix inverse).
     """
     b, n = curr2adj.shape[:2]
     d, h, w, _ = frustum.shape
     # Undo the image augmentation, back-project, move into the adjacent camera, project, re-augment.
     pts = frustum.to(post_trans.dtype).view(1, 1, d, h, w, 3) - post_trans.view(b, n, 1, 1, 1, 3)
-    pts = torch.linalg.inv(post_rots).view(b, n, 1, 1, 1, 3, 3).matmul(pts.unsqueeze(-1))
+    pts = inverse_3x3(post_rots).view(b, n, 1, 1, 1, 3, 3).matmul(pts.unsqueeze(-1))
     pts = torch.cat((pts[..., :2, :] * pts[..., 2:3, :], pts[..., 2:3, :]), dim=-2)  # (u·d, v·d, d)
-    combine = curr2adj[:, :, :3, :3].matmul(torch.linalg.inv(intrinsics))
+    combine = curr2adj[:, :, :3, :3].matmul(inverse_3x3(intrinsics))
     pts = combine.view(b, n, 1, 1, 1, 3, 3).matmul(pts) + curr2adj[:, :, :3, 3].view(b, n, 1, 1, 1, 3, 1)
     behind = pts[..., 2, 0] < 1e-3
     pts = intrinsics.view(b, n, 1, 1, 1, 3, 3).matmul(pts)

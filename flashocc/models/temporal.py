@@ -51,7 +51,7 @@ def data_requirements(model_cfg) -> dict:
     needs: dict = {}
     if getattr(model_cfg, "temporal", False):
         needs["num_adjacent"] = NUM_FRAMES - 1
-    if model_cfg.depth_loss_weight > 0:
+    if model_cfg.depth_loss_weight > 0 and getattr(model_cfg, "depth_target", "lidar") == "lidar":
         needs["load_depth"] = True
     return needs
 
@@ -291,6 +291,9 @@ def build_stereo4d(cfg) -> FlashOccStereo4D:
     if cfg.head_3d:
         raise ValueError(f"preset {cfg.name}: temporal=True supports the 2D channel-to-height head only "
                          "(head_3d=False)")
+    if cfg.semantic_loss_weight > 0 or cfg.depth_target != "lidar":
+        raise ValueError(f"preset {cfg.name}: the occupancy ray targets (semantic_loss_weight, "
+                         "depth_target='occupancy') are implemented for single-frame models only")
     grid = cfg.grid
     dx, dy, dz = grid.shape
     if cfg.backbone == "resnet":
@@ -389,6 +392,16 @@ def example_sequence(cfg, num_frames: int = 3, batch_size: int = 1, step_m: floa
         step[:2, 3] = torch.tensor([pose[0, 3] + step_m * math.cos(yaw), pose[1, 3] + step_m * math.sin(yaw)])
         pose = step
     return frames
+
+
+def example_model_batch(cfg, batch_size: int = 1) -> dict[str, torch.Tensor]:
+    """A random input batch in the layout ``cfg``'s model takes: frames [t, t-1, t-2] of a synthetic
+    drive for temporal presets, ``example_batch`` otherwise (for export, calibration and benchmarks)."""
+    from flashocc.models.presets import example_batch
+
+    if getattr(cfg, "temporal", False):
+        return temporal_batch(example_sequence(cfg, batch_size=batch_size), NUM_FRAMES - 1)
+    return example_batch(cfg, batch_size)
 
 
 def temporal_batch(frames: Sequence[Mapping[str, torch.Tensor]], index: int, scene_start: int = 0) -> dict:

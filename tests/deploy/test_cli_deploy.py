@@ -33,17 +33,9 @@ def test_export_rejects_unknown_preset(tmp_path, capsys):
     assert "did you mean" in capsys.readouterr().err
 
 
-def test_temporal_presets_are_refused(tmp_path):
-    import torch
-
-    from flashocc.deploy import export_onnx
-    from flashocc.models.presets import PRESETS, build_model
-
-    temporal = [name for name, (builder, *_rest) in PRESETS.items() if getattr(builder(), "temporal", False)]
-    if not temporal:
-        pytest.skip("no temporal preset defined")
+def test_temporal_presets_refuse_the_precomputed_mode(tmp_path, capsys):
+    # Their pooling indices move with every frame's ego motion: only the full graph can be exported
+    # (tests/deploy/test_temporal_export.py exports and runs it).
     pytest.importorskip("onnx", reason="onnx is not installed (pip install 'flashocc[deploy]')")
-    with torch.device("meta"):
-        model = build_model(temporal[0])
-    with pytest.raises(ValueError, match="temporal"):
-        export_onnx(model, tmp_path / "m2.onnx")
+    assert main(["export", "flashocc-tiny-m2", "--mode", "precomputed", "--out", str(tmp_path / "m2.onnx")]) == 1
+    assert "mode='full'" in capsys.readouterr().err

@@ -13,6 +13,7 @@ import torch
 
 from flashocc.cli import main
 from flashocc.config import TrainConfig, load_run_config
+from flashocc.data.infos import load_infos
 from flashocc.engine.sampler import GlobalBatchSampler
 from flashocc.engine.train import lr_at
 
@@ -49,6 +50,42 @@ def test_lr_schedule_warmup_step_and_cosine():
     assert lr_at(0, cos, 10, 100) == pytest.approx(1.0)
     assert lr_at(50, cos, 10, 100) == pytest.approx(0.55)
     assert lr_at(100, cos, 10, 100) == pytest.approx(0.1)
+
+
+class _Clock:
+    """A stand-in for the trainer's ``time`` module: every reading advances 0.1 s, so a training step
+    (three readings) "takes" 0.3 s whatever the machine's load."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        self.now += 0.1
+        return self.now
+
+
+def test_cosine_under_a_time_budget_ends_at_the_budget(synth_root, tmp_path, monkeypatch):
+    import flashocc.engine.train as train_module
+    from flashocc.engine.distributed import DistInfo
+    from flashocc.engine.train import TrainState, _planned_steps, train
+
+    # 20 steps took 8 s after start-up; 48 s of a 1-minute budget are left at 0.4 s per step.
+    state = TrainState(step=30, train_seconds=12.0)
+    assert _planned_steps(state, (10, 4.0), 1.0, DistInfo()) == 150
+
+    monkeypatch.setattr(train_module, "time", _Clock())
+    cfg = load_run_config("flashocc-tiny", [*MICRO, "train.schedule=cosine", "train.warmup_iters=0",
+                                            "train.max_minutes=0.18", "train.epochs=1000"])
+    summary = train(cfg, synth_root, tmp_path / "run", progress=False)
+    planned = _state(tmp_path / "run")["train_state"]["planned_steps"]
+    # 10.8 s at 0.3 s per step: 36 steps planned from the speed of steps 10-30; the budget ends there.
+    assert planned == pytest.approx(36, abs=1) and summary["steps"] == pytest.approx(36, abs=1)
+    per_epoch = len(load_infos(synth_root / cfg.train_infos))  # batch size 1
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:  # metrics rows are 1-based steps; lr_at takes the 0-based step it was used for
+        total = planned if row["step"] > 30 else cfg.train.epochs * per_epoch
+        assert row["lr"] == pytest.approx(lr_at(row["step"] - 1, cfg.train, per_epoch, total))
+    assert rows[-1]["lr"] < 0.5 * cfg.train.lr  # well down the cosine by the end of the budget
 
 
 def test_sampler_shards_global_batches_like_accumulation():
