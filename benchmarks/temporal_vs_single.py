@@ -69,10 +69,14 @@ def run_one(preset: str, single: bool, data_root: str, out: str, steps: int, cla
     model.load_state_dict(saved["model"])
     eval_cfg = replace(cfg, data=replace(cfg.data, load_depth=False))
     result = evaluate_model(model, eval_dataset(eval_cfg, data_root), torch.device("cpu"), ("miou", "rayiou"))
+    without_history = None
+    if cfg.model.temporal:  # how much of the score is time itself: every frame treated as a scene start
+        alone = replace(eval_cfg, data=replace(eval_cfg.data, num_adjacent=0))
+        without_history = evaluate_model(model, eval_dataset(alone, data_root), torch.device("cpu"), ("miou",))["mIoU"]
     return {"model": name, "params": sum(p.numel() for p in model.parameters()), "steps": summary["steps"], "samples_seen": summary["samples_seen"],
             "train_minutes": round(train_minutes, 1), "mIoU": result["mIoU"], "RayIoU": result["RayIoU"],
             "val_samples": result["num_samples"], "num_adjacent": cfg.data.num_adjacent,
-            "depth_loss_weight": cfg.model.depth_loss_weight}
+            "depth_loss_weight": cfg.model.depth_loss_weight, "mIoU_without_history": without_history}
 
 
 def main() -> None:
@@ -106,10 +110,11 @@ def main() -> None:
     else:
         rows = [run_one(*job) for job in jobs]
     (out / "results.json").write_text(json.dumps(rows, indent=2))
-    print(f"{'model':<24} {'params':>11} {'steps':>6} {'train min':>10} {'mIoU':>7} {'RayIoU':>7}")
+    print(f"{'model':<24} {'params':>11} {'steps':>6} {'train min':>10} {'mIoU':>7} {'RayIoU':>7} {'no history':>10}")
     for r in rows:
+        alone = "-" if r["mIoU_without_history"] is None else f"{r['mIoU_without_history']:.2f}"
         print(f"{r['model']:<24} {r['params']:>11,} {r['steps']:>6} {r['train_minutes']:>10.1f} {r['mIoU']:>7.2f} "
-              f"{r['RayIoU']:>7.3f}")
+              f"{r['RayIoU']:>7.3f} {alone:>10}")
 
 
 if __name__ == "__main__":
