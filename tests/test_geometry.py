@@ -4,22 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from flashocc.data.infos import safe_load_pickle
-from flashocc.geometry import (NUSCENES_CAMERAS, bda_matrix, frustum_to_ego, image_aug_matrices, make_transform,
-                               project_to_image, quaternion_to_rotation, sensor_to_key_ego)
+from flashocc.geometry import (bda_matrix, frustum_to_ego, image_aug_matrices, make_transform, project_to_image,
+                               quaternion_to_rotation, sensor_to_key_ego)
 from flashocc.grid import OCC3D_NUSCENES
 from flashocc.ops.bev_pool import prepare_bev_pool
-
-
-@pytest.fixture(scope="module")
-def rig(nuscenes_sample_dir):
-    info = safe_load_pickle(next(nuscenes_sample_dir.glob("*.pkl")))["data_list"][0]
-    lidar = np.fromfile(nuscenes_sample_dir / info["lidar_points"]["lidar_path"], dtype=np.float32).reshape(-1, 5)
-    lidar2ego = np.asarray(info["lidar_points"]["lidar2ego"])
-    points_ego = lidar[:, :3] @ lidar2ego[:3, :3].T + lidar2ego[:3, 3]
-    cams = {name: (np.asarray(info["images"][name]["cam2ego"]), np.asarray(info["images"][name]["cam2img"]))
-            for name in NUSCENES_CAMERAS}
-    return points_ego, cams
 
 
 def _lift(uvd, sensor2ego, intrinsics, post_rot, post_tran, bda):
@@ -32,8 +20,8 @@ def _lift(uvd, sensor2ego, intrinsics, post_rot, post_tran, bda):
 
 @pytest.mark.parametrize("augment", ["test", "train"])
 @pytest.mark.parametrize("camera", ["CAM_FRONT", "CAM_BACK_LEFT"])
-def test_lidar_point_lifted_through_its_camera_lands_in_its_bev_cell(rig, camera, augment):
-    points_ego, cams = rig
+def test_lidar_point_lifted_through_its_camera_lands_in_its_bev_cell(nuscenes_rig, camera, augment):
+    points_ego, cams = nuscenes_rig
     sensor2ego, k = cams[camera]
     if augment == "test":
         post_rot, post_tran = image_aug_matrices(0.44, (0, 140, 704, 396), False, 0.0)
@@ -60,8 +48,8 @@ def test_lidar_point_lifted_through_its_camera_lands_in_its_bev_cell(rig, camera
     assert agree > 0.995  # only points within float error of a cell border may differ
 
 
-def test_bda_flip_mirrors_lifted_points(rig):
-    points_ego, cams = rig
+def test_bda_flip_mirrors_lifted_points(nuscenes_rig):
+    points_ego, cams = nuscenes_rig
     sensor2ego, k = cams["CAM_FRONT"]
     post_rot, post_tran = image_aug_matrices(0.44, (0, 140, 704, 396), False, 0.0)
     uv, depth = project_to_image(points_ego, sensor2ego, k, post_rot, post_tran)
@@ -72,8 +60,8 @@ def test_bda_flip_mirrors_lifted_points(rig):
     np.testing.assert_allclose(lifted.reshape(-1, 3).double().numpy(), expected, atol=5e-3)
 
 
-def test_every_lidar_point_ahead_of_front_camera_is_in_its_image(rig):
-    points_ego, cams = rig
+def test_every_lidar_point_ahead_of_front_camera_is_in_its_image(nuscenes_rig):
+    points_ego, cams = nuscenes_rig
     sensor2ego, k = cams["CAM_FRONT"]
     uv, depth = project_to_image(points_ego, sensor2ego, k)
     # A point 20 m straight ahead on the camera axis projects to the principal point.

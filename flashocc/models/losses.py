@@ -31,8 +31,8 @@ def occupancy_loss(
     flat = logits.reshape(-1, num_classes)
     weight = class_weights.to(flat.device) if class_weights is not None else None
     visible = torch.ones_like(labels, dtype=torch.bool) if mask_camera is None else mask_camera.reshape(-1) > 0
-    # Only the counted voxels go through the softmax (a third of the grid with the camera mask): the
-    # same sum as masking afterwards, at a fraction of the cost.
+    # Only the counted voxels go through the softmax (a quarter of the grid under the camera mask on the
+    # demo data): the same sum as masking afterwards, at a fraction of the cost.
     counted = (visible & (labels != ignore_label)).nonzero().squeeze(1)
     counted_labels = labels[counted]
     loss_sum = F.cross_entropy(flat.index_select(0, counted).float(), counted_labels, weight=weight, reduction="sum")

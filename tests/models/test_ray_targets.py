@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from flashocc.data.infos import safe_load_pickle
-from flashocc.geometry import NUSCENES_CAMERAS, bda_matrix, create_frustum, frustum_to_ego, image_aug_matrices
+from flashocc.geometry import bda_matrix, create_frustum, frustum_to_ego, image_aug_matrices
 from flashocc.geometry import project_to_image, sensor_to_key_ego
 from flashocc.grid import OCC3D_NUSCENES
 from flashocc.models.losses import downsample_gt_depth
@@ -35,15 +34,9 @@ def _camera_batch(cams: dict, flip: bool = False, rotate: float = 0.0, bda=np.ey
 
 
 @pytest.fixture(scope="module")
-def real_rig(nuscenes_sample_dir):
-    info = safe_load_pickle(next(nuscenes_sample_dir.glob("*.pkl")))["data_list"][0]
-    lidar = np.fromfile(nuscenes_sample_dir / info["lidar_points"]["lidar_path"], dtype=np.float32).reshape(-1, 5)
-    lidar2ego = np.asarray(info["lidar_points"]["lidar2ego"])
-    points = lidar[:, :3] @ lidar2ego[:3, :3].T + lidar2ego[:3, 3]
-    points = points[~((np.abs(points[:, 0]) < 3.0) & (np.abs(points[:, 1]) < 1.5))]  # the ego car's own body
-    cams = {name: (np.asarray(info["images"][name]["cam2ego"]), np.asarray(info["images"][name]["cam2img"]))
-            for name in NUSCENES_CAMERAS}
-    return points, cams
+def real_rig(nuscenes_rig):
+    points, cams = nuscenes_rig
+    return points[~((np.abs(points[:, 0]) < 3.0) & (np.abs(points[:, 1]) < 1.5))], cams  # minus the ego car's body
 
 
 def _voxelize(points: np.ndarray, label: int = 1) -> torch.Tensor:
