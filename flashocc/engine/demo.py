@@ -27,11 +27,14 @@ DEMO_SYNTH = SynthConfig(scenes=12, frames_per_scene=24, seed=0, image_size=(704
 # Short-budget training (docs/benchmarks.md): a higher lr after a short warmup whose cosine ends with the
 # time budget, EMA that follows the recent weights, and dense image-side supervision read off the
 # voxel labels (the first occupied voxel on each ray gives the depth target and a per-pixel class).
+# No image or BEV augmentation: within 15 minutes the model underfits (train and held-out mIoU are
+# close), so augmentation only slows it down (+2.0 mIoU without it, measured).
 DEMO_OVERRIDES: tuple[str, ...] = (
     "train.batch_size=2", "train.workers=1", "train.epochs=10000", "train.lr=2e-3", "train.warmup_iters=20",
     "train.schedule=cosine", "train.ema_init_updates=0", "train.ema_ramp=200", "train.checkpoint_every_iters=50",
     "train.log_every=10", "model.depth_loss_weight=1.0", "model.depth_target=occupancy",
     "model.semantic_loss_weight=1.0",
+    "data.resize=[0,0]", "data.rot=[0,0]", "data.flip=False", "data.flip_dx_ratio=0", "data.flip_dy_ratio=0",
 )
 
 

@@ -207,3 +207,20 @@ def test_demo_writes_report_and_pictures(synth_root, tmp_path):
     assert saved["samples_seen"] >= 1 and report["steps"] >= 1
     assert all((tmp_path / "demo" / p).exists() or os.path.exists(p) for p in saved["pictures"])
     assert len(saved["pictures"]) == 4
+
+
+def test_demo_trains_on_unaugmented_samples(synth_root):
+    # The demo turns augmentation off (it underfits within its budget): a training sample must then be
+    # the evaluation sample, pixels, camera matrices and ground truth alike.
+    from flashocc.data.dataset import OccDataset
+    from flashocc.engine.demo import DEMO_OVERRIDES
+
+    cfg = load_run_config("flashocc-tiny", list(DEMO_OVERRIDES))
+    samples = load_infos(synth_root / "infos_train.pkl")
+    train_set = OccDataset(synth_root, samples, cfg.data, train=True)
+    eval_set = OccDataset(synth_root, samples, cfg.data, train=False)
+    for i in range(len(samples)):
+        a, b = train_set[i], eval_set[i]
+        assert torch.equal(a["bda"], torch.eye(3))
+        for key in ("img", "post_rots", "post_trans", "bda", "voxel_semantics", "mask_camera"):
+            assert torch.equal(torch.as_tensor(a[key]), torch.as_tensor(b[key])), key
