@@ -12,6 +12,7 @@ shifted the decision threshold; if none does, the errors are localisation. Print
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +42,10 @@ def main() -> None:
 
     cfg = load_run_config(str(args.run / "train" / "config.yaml"))
     if args.data is None:
-        import json
-
-        args.data = Path(json.loads((args.run / "report.json").read_text())["data"])
+        report = args.run / "report.json"
+        if not report.is_file():
+            raise SystemExit(f"{report} not found: pass --data DATASET_ROOT (the run's synthetic set)")
+        args.data = Path(json.loads(report.read_text())["data"])
     grid = cfg.model.grid
     k = grid.num_classes
     weights = torch.tensor(cfg.model.class_weights) if cfg.model.class_weights else torch.ones(k)
@@ -69,7 +71,7 @@ def main() -> None:
         tp = np.diag(h).astype(np.float64)
         iou = tp / np.maximum(1, h.sum(0) + h.sum(1) - h.diagonal())
         present = h.sum(1)[:grid.free_label] > 0
-        print(f"tau {tau:4.2f}: mIoU {100 * iou[:grid.free_label][present].mean():6.2f}")
+        print(f"tau {tau:4.2f}: mIoU {100 * iou[:grid.free_label][present].mean():6.2f} (classes present in these frames)")
     h = hists[0.0]
     print(f"\n{'class':22s} {'gt':>9s} {'predicted':>9s} {'IoU':>6s} {'recall':>6s} {'prec.':>6s}  most often predicted as")
     for c in range(k):
