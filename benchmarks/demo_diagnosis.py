@@ -19,16 +19,11 @@ import numpy as np
 import torch
 
 
-def confusion(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray, num_classes: int) -> np.ndarray:
-    """(K, K) counts of ground-truth row, predicted column over the masked voxels."""
-    g, p = gt[mask].astype(np.int64), pred[mask].astype(np.int64)
-    return np.bincount(g * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
 def main() -> None:
     from flashocc.config import load_run_config
     from flashocc.data.dataset import OccDataset, collate_batch
     from flashocc.engine.evaluate import load_model_for_inference
+    from flashocc.metrics import OccMIoU
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a flashocc demo output folder")
@@ -52,27 +47,21 @@ def main() -> None:
     model = load_model_for_inference(cfg, args.run / "train" / "last.pt", torch.device("cpu"))
     dataset = OccDataset(args.data, args.data / f"infos_{args.split}.pkl", cfg.data, train=False)
     taus = [0.0, *args.tau]
-    hists = {tau: np.zeros((k, k), np.int64) for tau in taus}
+    scores = {tau: OccMIoU(grid) for tau in taus}
     frames = range(0, len(dataset), args.every)
     with torch.no_grad():
         for i in frames:
             batch = collate_batch([dataset[i]])
             log_probs = model(batch)[0].float().log_softmax(dim=-1)
-            gt = batch["voxel_semantics"][0].numpy()
-            mask = batch["mask_camera"][0].numpy().astype(bool)
             for tau in taus:
-                pred = (log_probs - tau * weights.log()).argmax(dim=-1).numpy()
-                hists[tau] += confusion(gt, pred, mask, k)
+                pred = (log_probs - tau * weights.log()).argmax(dim=-1).to(torch.uint8)
+                scores[tau].update(pred.numpy(), batch["voxel_semantics"][0].numpy(), batch["mask_camera"][0].numpy())
 
     print(f"{args.run} · {args.split} split · {len(frames)} frames · camera mask")
     names = grid.class_names
     for tau in taus:
-        h = hists[tau]
-        tp = np.diag(h).astype(np.float64)
-        iou = tp / np.maximum(1, h.sum(0) + h.sum(1) - h.diagonal())
-        present = h.sum(1)[:grid.free_label] > 0
-        print(f"tau {tau:4.2f}: mIoU {100 * iou[:grid.free_label][present].mean():6.2f} (classes present in these frames)")
-    h = hists[0.0]
+        print(f"tau {tau:4.2f}: mIoU {scores[tau].compute()['mIoU']:6.2f}")
+    h = scores[0.0].confusion
     print(f"\n{'class':22s} {'gt':>9s} {'predicted':>9s} {'IoU':>6s} {'recall':>6s} {'prec.':>6s}  most often predicted as")
     for c in range(k):
         gt_count, pred_count, tp = h[c].sum(), h[:, c].sum(), h[c, c]
