@@ -14,7 +14,7 @@ from torch import nn
 
 from flashocc.batch import TARGET_KEYS, check_inputs
 from flashocc.grid import OCC3D_NUSCENES, OccGrid
-from flashocc.models.losses import cell_depth_loss, depth_loss, occupancy_loss, semantic_loss
+from flashocc.models.losses import affinity_loss, cell_depth_loss, depth_loss, occupancy_loss, semantic_loss
 from flashocc.models.ray_targets import ray_targets
 from flashocc.ops.bev_pool import BevPoolIndices
 
@@ -35,10 +35,11 @@ class FlashOcc(nn.Module):
     and needs ``voxel_semantics`` and ``mask_camera`` (plus ``gt_depth`` when ``depth_loss_weight`` > 0
     and ``depth_target`` is "lidar").
 
-    Two optional training aids, off in the official presets: ``depth_target="occupancy"`` takes each
-    feature cell's depth from the first occupied voxel on its ray instead of from LiDAR, and a
+    Optional training aids, off in the official presets: ``depth_target="occupancy"`` takes each
+    feature cell's depth from the first occupied voxel on its ray instead of from LiDAR, a
     ``semantic_head`` (1x1 conv on the lifted context features) learns that voxel's class per pixel,
-    weighted by ``semantic_loss_weight`` (flashocc/models/ray_targets.py). Neither changes inference.
+    weighted by ``semantic_loss_weight`` (flashocc/models/ray_targets.py), and ``affinity_loss_weight``
+    adds per-class precision/recall/specificity terms (losses.affinity_loss). None changes inference.
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class FlashOcc(nn.Module):
         semantic_head: nn.Module | None = None,
         semantic_loss_weight: float = 0.0,
         grid: OccGrid = OCC3D_NUSCENES,
+        affinity_loss_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.img_backbone = img_backbone
@@ -76,6 +78,7 @@ class FlashOcc(nn.Module):
         self.semantic_head = semantic_head  # None in the official layout: no extra state-dict keys
         self.semantic_loss_weight = semantic_loss_weight
         self.grid = grid
+        self.affinity_loss_weight = affinity_loss_weight
         # Not a checkpoint entry in the official code, so not in our state dict either.
         self.register_buffer("class_weights", class_weights, persistent=False)
 
@@ -128,6 +131,9 @@ class FlashOcc(nn.Module):
                feats: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         mask = batch["mask_camera"] if self.use_mask else None
         out = {"loss_occ": occupancy_loss(logits, batch["voxel_semantics"], mask, self.class_weights, self.ignore_label)}
+        if self.affinity_loss_weight > 0:
+            out["loss_affinity"] = self.affinity_loss_weight * affinity_loss(
+                logits, batch["voxel_semantics"], mask, self.grid.free_label, self.ignore_label)
         vt = self.img_view_transformer
         rays = None
         if self.semantic_head is not None or (self.depth_loss_weight > 0 and self.depth_target == "occupancy"):

@@ -41,6 +41,50 @@ def occupancy_loss(
     return loss_sum / (normaliser + torch.finfo(torch.float32).eps)
 
 
+def affinity_loss(
+    logits: torch.Tensor,
+    voxel_semantics: torch.Tensor,
+    mask_camera: torch.Tensor | None,
+    free_label: int,
+    ignore_label: int = 255,
+) -> torch.Tensor:
+    """Scene-class affinity: per-class soft precision, recall and specificity pushed towards 1.
+
+    The idea of MonoScene's ``sem_scal`` + ``geo_scal`` losses (Cao & de Charette, CVPR 2022),
+    written from the paper: cross-entropy scores each voxel alone, while mIoU is set-level per class;
+    these terms see a whole class at once, so a class smeared over many free voxels (low precision)
+    is penalised as a class. Averaged over the classes present in the counted voxels of the whole
+    batch, plus the same three terms for occupied-vs-free.
+    """
+    num_classes = logits.shape[-1]
+    labels = voxel_semantics.reshape(-1).long()
+    visible = torch.ones_like(labels, dtype=torch.bool) if mask_camera is None else mask_camera.reshape(-1) > 0
+    counted = (visible & (labels != ignore_label)).nonzero().squeeze(1)
+    if counted.numel() == 0:
+        return logits.sum() * 0.0
+    labels = labels[counted]
+    probs = torch.softmax(logits.reshape(-1, num_classes).index_select(0, counted).float(), dim=1)
+    onehot = F.one_hot(labels, num_classes).float()
+    present = onehot.sum(0) > 0
+    semantic = _affinity_terms(probs[:, present], onehot[:, present]).mean()
+    occupied_prob = 1.0 - probs[:, free_label:free_label + 1]
+    geometric = _affinity_terms(occupied_prob, (labels != free_label).float()[:, None])
+    return semantic + geometric.squeeze(0)
+
+
+def _affinity_terms(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(V, C) probabilities and 0/1 targets -> (C,) sum of -log precision, recall and specificity."""
+    eps = 1e-5
+    hit = (p * t).sum(0)
+    precision = hit / (p.sum(0) + eps)
+    recall = hit / (t.sum(0) + eps)
+    negatives = (1 - t).sum(0)
+    specificity = ((1 - p) * (1 - t)).sum(0) / (negatives + eps)
+    loss = -torch.log(precision.clamp_min(eps)) - torch.log(recall.clamp_min(eps))
+    # A class covering every counted voxel has no negatives: its specificity is undefined, not 0.
+    return loss - torch.where(negatives > 0, torch.log(specificity.clamp_min(eps)), torch.zeros_like(loss))
+
+
 def downsample_gt_depth(gt_depth: torch.Tensor, downsample: int) -> torch.Tensor:
     """(B, N, H, W) metres -> (B·N, H/ds, W/ds): the nearest non-zero depth per ds x ds patch (0 = none)."""
     b, n, h, w = gt_depth.shape

@@ -57,6 +57,7 @@ class ModelConfig:
     # first occupied voxel on each ray instead of LiDAR, and an auxiliary per-pixel class loss.
     depth_target: Literal["lidar", "occupancy"] = "lidar"
     semantic_loss_weight: float = 0.0
+    affinity_loss_weight: float = 0.0          # per-class precision/recall/specificity terms (losses.affinity_loss)
     grid: OccGrid = field(default=OCC3D_NUSCENES)
     # Temporal stereo (BEVStereo4D, flashocc.md §1.3, §9); the defaults keep the single-frame models.
     temporal: bool = False                     # frames t, t-1 (BEV) and t-2 (stereo reference)
@@ -196,7 +197,8 @@ def build_model(preset: str | ModelConfig) -> FlashOcc:
     model = FlashOcc(backbone, img_neck, view, encoder, neck, head, use_mask=cfg.use_mask, class_weights=weights,
                      depth_loss_weight=cfg.depth_loss_weight, ignore_label=grid.ignore_label,
                      depth_target=cfg.depth_target, semantic_head=semantic_head,
-                     semantic_loss_weight=cfg.semantic_loss_weight, grid=grid)
+                     semantic_loss_weight=cfg.semantic_loss_weight, grid=grid,
+                     affinity_loss_weight=cfg.affinity_loss_weight)
     model.config = cfg
     return model
 

@@ -294,6 +294,8 @@ def build_stereo4d(cfg) -> FlashOccStereo4D:
     if cfg.semantic_loss_weight > 0 or cfg.depth_target != "lidar":
         raise ValueError(f"preset {cfg.name}: the occupancy ray targets (semantic_loss_weight, "
                          "depth_target='occupancy') are implemented for single-frame models only")
+    if cfg.affinity_loss_weight > 0:
+        raise ValueError(f"preset {cfg.name}: affinity_loss_weight is implemented for single-frame models only")
     grid = cfg.grid
     dx, dy, dz = grid.shape
     if cfg.backbone == "resnet":

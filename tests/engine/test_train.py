@@ -88,6 +88,37 @@ def test_cosine_under_a_time_budget_ends_at_the_budget(synth_root, tmp_path, mon
     assert rows[-1]["lr"] < 0.5 * cfg.train.lr  # well down the cosine by the end of the budget
 
 
+class _SlowStartClock(_Clock):
+    """Steps "take" 0.6 s for the first 40 steps (a cold cache, another job), then 0.3 s."""
+
+    def perf_counter(self):
+        self.readings = getattr(self, "readings", 0) + 1
+        self.now += 0.2 if self.readings <= 120 else 0.1
+        return self.now
+
+
+def test_time_budget_cosine_re_measures_a_slow_start(synth_root, tmp_path, monkeypatch):
+    import flashocc.engine.train as train_module
+    from flashocc.engine.train import train
+
+    monkeypatch.setattr(train_module, "time", _SlowStartClock())
+    # A short run, so measure every 4 steps over the last 8 (the trainer's 20 and 100 scaled down).
+    monkeypatch.setattr(train_module, "BUDGET_CALIBRATION", (2, 4))
+    monkeypatch.setattr(train_module, "BUDGET_WINDOW", 8)
+    cfg = load_run_config("flashocc-tiny", [*MICRO, "train.schedule=cosine", "train.warmup_iters=0",
+                                            "train.max_minutes=0.5", "train.epochs=1000"])
+    summary = train(cfg, synth_root, tmp_path / "run", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # 40 steps take 23.8 s, the other 6.2 s of the budget hold 21 more. Planned once from the slow start
+    # (30 s at 0.6 s per step: 50 steps), the cosine would end before the budget and leave the last
+    # steps at learning rate 0; re-measured, it ends with the budget.
+    assert summary["steps"] == 61
+    assert _state(tmp_path / "run")["train_state"]["planned_steps"] == pytest.approx(61, abs=1)
+    floor = cfg.train.lr * cfg.train.min_lr_ratio
+    assert sum(row["lr"] <= floor + 1e-12 for row in rows) <= 1   # the one-off plan had 12 steps there
+    assert rows[-1]["lr"] < 0.02 * cfg.train.lr                    # and the cosine still ends with the budget
+
+
 def test_sampler_shards_global_batches_like_accumulation():
     ddp = [list(GlobalBatchSampler(10, 2, world_size=2, rank=r, seed=3)) for r in range(2)]
     single = list(GlobalBatchSampler(10, 2, world_size=1, rank=0, grad_accum_steps=2, seed=3))

@@ -137,3 +137,5 @@ def test_official_presets_have_no_aid_and_temporal_refuses_it():
     cfg = dataclasses.replace(get_config("flashocc-tiny-m2"), semantic_loss_weight=1.0)
     with pytest.raises(ValueError, match="single-frame"):
         build_model(cfg)
+    with pytest.raises(ValueError, match="single-frame"):
+        build_model(dataclasses.replace(get_config("flashocc-tiny-m2"), affinity_loss_weight=1.0))
