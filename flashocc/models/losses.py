@@ -27,18 +27,26 @@ def occupancy_loss(
     as the official head computes it.
     """
     num_classes = logits.shape[-1]
-    labels = voxel_semantics.reshape(-1).long()
     flat = logits.reshape(-1, num_classes)
     weight = class_weights.to(flat.device) if class_weights is not None else None
-    visible = torch.ones_like(labels, dtype=torch.bool) if mask_camera is None else mask_camera.reshape(-1) > 0
-    # Only the counted voxels go through the softmax (a quarter of the grid under the camera mask on the
-    # demo data): the same sum as masking afterwards, at a fraction of the cost.
-    counted = (visible & (labels != ignore_label)).nonzero().squeeze(1)
-    counted_labels = labels[counted]
+    visible, counted, counted_labels = _counted_voxels(voxel_semantics, mask_camera, ignore_label)
     loss_sum = F.cross_entropy(flat.index_select(0, counted).float(), counted_labels, weight=weight, reduction="sum")
     # Ignored voxels inside the mask count in the unweighted normaliser, as in the official head.
     normaliser = visible.sum() if weight is None else weight[counted_labels].sum()
     return loss_sum / (normaliser + torch.finfo(torch.float32).eps)
+
+
+def _counted_voxels(voxel_semantics: torch.Tensor, mask_camera: torch.Tensor | None, ignore_label: int
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(visible mask, flat indices, labels) of the voxels a loss counts: visible and not ignored.
+
+    Only these go through the softmax (a quarter of the grid under the camera mask on the demo data):
+    the same sum as masking afterwards, at a fraction of the cost.
+    """
+    labels = voxel_semantics.reshape(-1).long()
+    visible = torch.ones_like(labels, dtype=torch.bool) if mask_camera is None else mask_camera.reshape(-1) > 0
+    counted = (visible & (labels != ignore_label)).nonzero().squeeze(1)
+    return visible, counted, labels[counted]
 
 
 def affinity_loss(
@@ -57,12 +65,9 @@ def affinity_loss(
     batch, plus the same three terms for occupied-vs-free.
     """
     num_classes = logits.shape[-1]
-    labels = voxel_semantics.reshape(-1).long()
-    visible = torch.ones_like(labels, dtype=torch.bool) if mask_camera is None else mask_camera.reshape(-1) > 0
-    counted = (visible & (labels != ignore_label)).nonzero().squeeze(1)
+    _, counted, labels = _counted_voxels(voxel_semantics, mask_camera, ignore_label)
     if counted.numel() == 0:
         return logits.sum() * 0.0
-    labels = labels[counted]
     probs = torch.softmax(logits.reshape(-1, num_classes).index_select(0, counted).float(), dim=1)
     onehot = F.one_hot(labels, num_classes).float()
     present = onehot.sum(0) > 0
