@@ -36,7 +36,7 @@ CHECKPOINT_NAME = "last.pt"
 # With a time budget and the cosine schedule, the measured speed sizes the schedule: first over the 20
 # steps from step 10 (past the start-up), then again every 20 steps over the last BUDGET_WINDOW steps.
 # Re-measuring matters: one slow start (a cold disk cache, another job) once planned 699 steps for a
-# budget that held 1,123, and the last 40 % of the run trained at learning rate 0 (docs/benchmarks.md).
+# budget that held 1,123, and the last 38 % of the run trained at learning rate 0 (docs/benchmarks.md).
 BUDGET_CALIBRATION = (10, 20)   # (first step, steps between measurements)
 BUDGET_WINDOW = 100
 
