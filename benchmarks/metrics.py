@@ -25,7 +25,8 @@ from flashocc.data.infos import CameraInfo, SampleInfo, save_infos
 from flashocc.geometry import NUSCENES_CAMERAS
 from flashocc.grid import OCC3D_NUSCENES
 from flashocc.metrics import OccMIoU, RayIoU
-from flashocc.metrics.evaluate import EvalConfig, evaluate_dirs
+from flashocc.metrics.evaluate import evaluate_dirs
+from flashocc.metrics.scorer import ScoreConfig
 
 VAL_SAMPLES = 6019
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -132,7 +133,7 @@ def run(samples: int) -> dict:
         infos_path = _write_tree(Path(tmp), gts, preds)
         from flashocc.data.infos import load_infos
         infos = load_infos(infos_path)
-        config = EvalConfig(metrics=("miou", "rayiou"), workers=2)
+        config = ScoreConfig(metrics=("miou", "rayiou"))
         t, c = time.perf_counter(), time.process_time()
         result = evaluate_dirs(Path(tmp) / "pred", Path(tmp) / "gts", infos, config)
         out["evaluate_s"] = ((time.perf_counter() - t) / samples, (time.process_time() - c) / samples)
@@ -166,9 +167,10 @@ def report(res: dict, command: str) -> str:
         row("RayIoU update, torch caster on CPU, 8 origins", "rayiou_torch_s"),
         row("**`evaluate_dirs` mIoU + RayIoU, end to end** (.npz reading included)", "evaluate_s"),
         "",
-        "The official RayIoU needs a CUDA build; the public CPU port reads tensors element by element and needs",
-        "days for the val set (metrics_and_data.md §4). The torch caster is the GPU path (not measured here: no",
-        "GPU); on CPU it is only the fallback when numba is not installed.",
+        "The official RayIoU needs a CUDA build; the public CPU port (MCG-NJU/SparseOcc",
+        "`rayiou_metrics/lib/dvr_cpu/dvr_render_cpu.cpp`) reads tensors element by element and needs days for",
+        "the val set. The torch caster is the GPU path (not measured here: no GPU); on CPU it is only the",
+        "fallback when numba is not installed.",
     ])
 
 

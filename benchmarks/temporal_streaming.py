@@ -14,8 +14,9 @@ import time
 
 import torch
 
+from flashocc.models.examples import example_sequence, temporal_batch
 from flashocc.models.presets import build_model, get_config
-from flashocc.models.temporal import StereoStream, example_sequence, temporal_batch
+from flashocc.models.temporal import StereoStream
 
 
 def main() -> None:

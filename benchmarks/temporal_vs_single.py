@@ -1,8 +1,8 @@
 """Temporal stereo against single-frame at the same training budget.
 
 The temporal preset (default flashocc-tiny-m2) is trained against its single-frame twin: the same
-backbone, neck, BEV channels, encoder and head with ``temporal=False`` (no adjacent frames, no cost
-volume; the plain LSS depth net of M0/M1), both with the same LiDAR depth loss weight. Generates (or
+backbone, neck, BEV channels, encoder and head as a single-frame ``CameraLSSConfig`` (no adjacent
+frames, no cost volume; the plain LSS depth net of M0/M1), both with the same LiDAR depth loss weight. Generates (or
 reuses, ``--data``) a synthetic driving set, trains both for the same number of optimiser steps with
 the same seed, batch, class weights and schedule (the demo's short-budget recipe), and scores the
 held-out scenes (mIoU on the camera mask, RayIoU). Writes results.json under --out and prints a table:
@@ -36,10 +36,10 @@ def common_overrides(steps: int, class_weights: tuple[float, ...]) -> list[str]:
 def single_frame_twin(model_cfg):
     """The temporal config without time: one frame, the stereo stage dropped from the backbone outputs,
     the plain 1x1 LSS depth net; the depth loss weight stays as given."""
-    from dataclasses import replace
+    from flashocc.models.configs import CameraLSSConfig, convert_family
 
-    return replace(model_cfg, name=f"{model_cfg.name}-single", description="single-frame twin", temporal=False,
-                   backbone_out_indices=model_cfg.backbone_out_indices[1:], sid=False)
+    return convert_family(model_cfg, CameraLSSConfig, name=f"{model_cfg.name}-single", description="single-frame twin",
+                          backbone_out_indices=model_cfg.backbone_out_indices[1:], sid=False)
 
 
 def run_one(preset: str, single: bool, data_root: str, out: str, steps: int, class_weights: tuple[float, ...],
@@ -51,14 +51,13 @@ def run_one(preset: str, single: bool, data_root: str, out: str, steps: int, cla
     from flashocc.engine.evaluate import eval_dataset, evaluate_model
     from flashocc.engine.train import train
     from flashocc.models.presets import build_model
-    from flashocc.models.temporal import data_requirements
 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {preset} %(message)s")
     cfg = load_run_config(preset, [*common_overrides(steps, class_weights), f"model.depth_loss_weight={depth_loss}"])
     if single:
         cfg = replace(cfg, model=single_frame_twin(cfg.model))
     # The preset's data config asks for adjacent frames; the twin must see the current frame only.
-    cfg = replace(cfg, data=replace(cfg.data, **{"num_adjacent": 0, **data_requirements(cfg.model)}))
+    cfg = replace(cfg, data=replace(cfg.data, **cfg.model.data_requirements()))
     name = cfg.model.name
     started = time.perf_counter()
     summary = train(cfg, data_root, Path(out) / name, device="cpu", progress=False)

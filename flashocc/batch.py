@@ -1,7 +1,9 @@
 """The batch dict shared by the data pipeline, the model, export and the runtimes.
 
-Inputs (official semantics, flashocc.md §3.3, §4.3):
-  img         (B, N, 3, H, W) float32, normalised, **BGR** channel order (official quirk §12.1)
+Inputs (official semantics: FlashOCC@4084861 projects/mmdet3d_plugin/datasets/pipelines/loading.py,
+PrepareImageInputs.get_inputs and LoadAnnotationsBEVDepth; docs/official-behaviour.md):
+  img         (B, N, 3, H, W) float32, normalised, **BGR** channel order (official quirk,
+              docs/official-behaviour.md#bgr-normalisation)
   sensor2ego  (B, N, 4, 4)    camera -> its own ego frame
   ego2global  (B, N, 4, 4)    each camera's own ego pose at its timestamp
   intrinsics  (B, N, 3, 3)
@@ -42,3 +44,8 @@ def check_inputs(batch: Mapping[str, torch.Tensor]) -> tuple[int, int]:
     if tuple(batch["bda"].shape) != (b, 3, 3):
         raise ValueError(f"batch['bda'] must be ({b}, 3, 3), got {tuple(batch['bda'].shape)}")
     return b, n
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """The batch with every tensor on ``device`` (strings such as ``tokens`` stay as they are)."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

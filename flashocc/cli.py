@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from flashocc.errors import FlashOccError
+
 EXAMPLES = """examples:
   1. flashocc demo                                              synthetic data -> train -> evaluate -> pictures
   2. flashocc models --json                                     presets: parameters, input size, GFLOPs
@@ -50,11 +52,15 @@ def _run_models(args: argparse.Namespace) -> int:
 
 
 # ---- train / eval / predict / demo -------------------------------------------------------------
+DEVICE_HELP = ("auto (the accelerator torch finds, else the CPU) | cpu | cuda | cuda:1 | npu (needs torch_npu) | "
+               "xpu | mps; under torchrun a name without an index takes LOCAL_RANK (docs/devices.md)")
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="preset name (see 'flashocc models') or a CONFIG.yaml (e.g. a run's config.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.lr=2e-4")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def _resolve_config(args: argparse.Namespace):
@@ -75,6 +81,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="data root holding the info files (nuScenes or 'flashocc data synth' output)")
     p.add_argument("--out", default="runs/train", help="run folder: config.yaml, last.pt, train.log, metrics.jsonl")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt exactly")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (its files are deleted)")
     p.set_defaults(func=_run_train)
 
 
@@ -86,7 +93,7 @@ def _run_train(args: argparse.Namespace) -> int:
         return 0
     if not args.data:
         raise ValueError("--data is required (a folder with infos_train.pkl; see 'flashocc data synth')")
-    summary = train(cfg, args.data, args.out, resume=args.resume, device=args.device)
+    summary = train(cfg, args.data, args.out, resume=args.resume, device=args.device, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, indent=2))
     return 0
@@ -98,25 +105,39 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="official, EMA or flashocc checkpoint")
     p.add_argument("--data", required=True, help="data root holding the val info file")
     p.add_argument("--infos", help="info file (default: the config's val_infos under --data)")
-    p.add_argument("--metrics", default="miou,rayiou", help="comma list of miou, rayiou")
-    p.add_argument("--no-ema", action="store_true", help="use the raw weights of a training checkpoint")
+    p.add_argument("--metrics", help="comma list of miou, rayiou, fscore (default: the config's eval.metrics); "
+                                     "eval.mask=lidar and eval.backend=torch are overrides")
+    p.add_argument("--no-ema", action="store_true",
+                   help="use the raw weights of a training checkpoint (default: the config's eval.use_ema)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.set_defaults(func=_run_eval)
 
 
+def _metric_list(text: str) -> tuple[str, ...]:
+    return tuple(m.strip().lower() for m in text.split(",") if m.strip())
+
+
 def _run_eval(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from flashocc.engine.distributed import setup_distributed
-    from flashocc.engine.evaluate import eval_dataset, evaluate_model, load_model_for_inference
+    from flashocc.engine.evaluate import eval_dataset, eval_infos_path, evaluate_model, load_model_for_inference
     from flashocc.metrics.evaluate import format_report, write_json
 
     cfg = _resolve_config(args)
     if cfg is None:
         return 0
+    if args.metrics is not None or args.no_ema:   # validated like the config fields they replace
+        cfg = replace(cfg, eval=replace(cfg.eval, use_ema=cfg.eval.use_ema and not args.no_ema,
+                                        metrics=_metric_list(args.metrics) if args.metrics is not None
+                                        else cfg.eval.metrics))
+    ev = cfg.eval
     info = setup_distributed(args.device)
-    model = load_model_for_inference(cfg, args.checkpoint, info.device, use_ema=not args.no_ema)
+    model = load_model_for_inference(cfg, args.checkpoint, info.device, use_ema=ev.use_ema)
     dataset = eval_dataset(cfg, args.data, args.infos)
-    result = evaluate_model(model, dataset, info.device, tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
-                            cfg.eval.batch_size, cfg.eval.workers, info, progress=info.is_main)
+    result = evaluate_model(model, dataset, info.device, ev.metrics, ev.batch_size, ev.workers, info,
+                            progress=info.is_main, mask=ev.mask, backend=ev.backend, grid=cfg.model.grid,
+                            split=str(eval_infos_path(cfg, args.data, args.infos)))
     if info.is_main:
         print(format_report(result))
         if args.json:
@@ -130,8 +151,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True, help="data root holding the info file")
     p.add_argument("--infos", help="info file (default: the config's val_infos under --data)")
-    p.add_argument("--out", required=True, help="output folder: OUT/<scene>/<token>/labels.npz")
-    p.add_argument("--no-ema", action="store_true")
+    p.add_argument("--out", required=True, help="output folder: OUT/<scene>/<token>/labels.npz (refused when it "
+                                                "already holds predictions)")
+    p.add_argument("--overwrite", action="store_true", help="remove the prediction files already in OUT first")
+    p.add_argument("--no-ema", action="store_true",
+                   help="use the raw weights of a training checkpoint (default: the config's eval.use_ema)")
     p.add_argument("--viz", action="store_true", help="also render pictures of each prediction into OUT/viz")
     p.set_defaults(func=_run_predict)
 
@@ -140,14 +164,15 @@ def _run_predict(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from flashocc.engine.distributed import setup_distributed
-    from flashocc.engine.evaluate import eval_dataset, load_model_for_inference, predict_to_dir
+    from flashocc.engine.evaluate import eval_dataset, load_model_for_inference, predict_to_dir, prepare_prediction_dir
 
     cfg = _resolve_config(args)
     if cfg is None:
         return 0
     cfg = replace(cfg, data=replace(cfg.data, load_occ=False))  # prediction needs no ground truth
     info = setup_distributed(args.device)
-    model = load_model_for_inference(cfg, args.checkpoint, info.device, use_ema=not args.no_ema)
+    prepare_prediction_dir(args.out, args.overwrite, info)      # refuse (or clear) old files before the slow part
+    model = load_model_for_inference(cfg, args.checkpoint, info.device, use_ema=cfg.eval.use_ema and not args.no_ema)
     dataset = eval_dataset(cfg, args.data, args.infos)
     written = predict_to_dir(model, dataset, args.out, info.device, cfg.eval.batch_size, cfg.eval.workers, info)
     print(f"wrote {len(written)} predictions under {args.out}")
@@ -167,8 +192,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", help="output folder (report.json, pictures, checkpoint)")
     p.add_argument("--minutes", type=float, default=15.0, help="training time budget in minutes")
     p.add_argument("--data", help="synthetic set to use or create (default: OUT/data, reused when present)")
-    p.add_argument("--preset", default="flashocc-tiny", help="model preset to train")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--preset", default="flashocc-tiny-demo",
+                   help="model preset to train, with its own recipe (default: flashocc-tiny with the demo's aids)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo run in OUT (keeps its data)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for the training run")
     p.set_defaults(func=_run_demo)
 
@@ -177,21 +204,17 @@ def _run_demo(args: argparse.Namespace) -> int:
     from flashocc.engine.demo import run_demo
 
     report = run_demo(args.out, minutes=args.minutes, data=args.data, preset=args.preset, device=args.device,
-                      overrides=args.overrides)
+                      overrides=args.overrides, overwrite=args.overwrite)
     print(report["summary"])
     return 0
 
 
 # ---- data ---------------------------------------------------------------------------------------
-_DATA_SUBCOMMANDS: argparse._SubParsersAction | None = None
-
-
 def _add_data(sub: argparse._SubParsersAction) -> None:
-    global _DATA_SUBCOMMANDS
     p = sub.add_parser("data", help="build info files from nuScenes tables, or generate a synthetic set")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
-    _DATA_SUBCOMMANDS = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
-    n = _DATA_SUBCOMMANDS.add_parser(
+    data_commands = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    n = data_commands.add_parser(
         "nuscenes", help="write infos_train.pkl / infos_val.pkl from the nuScenes JSON tables (official split)")
     n.add_argument("--root", required=True, help="nuScenes root (holds samples/ and the VERSION/ tables)")
     n.add_argument("--occ", default=None, help="Occ3D-nuScenes 'gts' folder (default: ROOT/gts)")
@@ -199,7 +222,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--version", default="v1.0-trainval", choices=["v1.0-trainval", "v1.0-mini"])
     n.add_argument("--json", action="store_true", help="print the summary as JSON")
     n.set_defaults(func=_run_data_nuscenes)
-    s = _DATA_SUBCOMMANDS.add_parser(
+    s = data_commands.add_parser(
         "synth", help="generate the built-in synthetic driving set (nuScenes/Occ3D layout with info files)")
     s.add_argument("--out", required=True, help="output folder: the data root of the new set")
     s.add_argument("--scenes", type=int, default=10, help="scenes to generate (default 10)")
@@ -211,39 +234,39 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                    "(default: max(1, scenes // 5))")
     s.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default 2)")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
-
-    def _run_data_synth(args: argparse.Namespace) -> int:
-        import time
-
-        from tqdm import tqdm
-
-        from flashocc.data.synth import SynthConfig, generate_synthetic_set
-
-        try:
-            width, height = (int(v) for v in args.image_size.lower().split("x"))
-        except ValueError:
-            raise ValueError(f"--image-size expects WxH such as 704x396, got {args.image_size!r}") from None
-        config = SynthConfig(scenes=args.scenes, frames_per_scene=args.frames_per_scene, seed=args.seed,
-                             image_size=(width, height), val_scenes=args.val_scenes, workers=args.workers)
-        start = time.perf_counter()
-        with tqdm(total=args.scenes * args.frames_per_scene, desc="synth", unit="frame",
-                  disable=not sys.stderr.isatty()) as bar:
-            root = generate_synthetic_set(args.out, config, progress=lambda done, total: bar.update(1))
-        seconds = time.perf_counter() - start
-        frames = args.scenes * args.frames_per_scene
-        summary = {"root": str(root), "frames": frames, "val_scenes": config.num_val_scenes,
-                   "infos": [str(root / "infos_train.pkl"), str(root / "infos_val.pkl")],
-                   "seconds": round(seconds, 2), "frames_per_s": round(frames / seconds, 2)}
-        if args.json:
-            print(json.dumps(summary, indent=2))
-            return 0
-        print(f"wrote {frames} frames ({args.scenes} scenes, {config.num_val_scenes} for val) to {root} "
-              f"in {seconds:.1f} s ({frames / seconds:.2f} frames/s)")
-        for path in summary["infos"]:
-            print(f"  {path}")
-        return 0
-
     s.set_defaults(func=_run_data_synth)
+
+
+def _run_data_synth(args: argparse.Namespace) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from flashocc.data.synth import SynthConfig, generate_synthetic_set
+
+    try:
+        width, height = (int(v) for v in args.image_size.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--image-size expects WxH such as 704x396, got {args.image_size!r}") from None
+    config = SynthConfig(scenes=args.scenes, frames_per_scene=args.frames_per_scene, seed=args.seed,
+                         image_size=(width, height), val_scenes=args.val_scenes, workers=args.workers)
+    start = time.perf_counter()
+    with tqdm(total=args.scenes * args.frames_per_scene, desc="synth", unit="frame",
+              disable=not sys.stderr.isatty()) as bar:
+        root = generate_synthetic_set(args.out, config, progress=lambda done, total: bar.update(1))
+    seconds = time.perf_counter() - start
+    frames = args.scenes * args.frames_per_scene
+    summary = {"root": str(root), "frames": frames, "val_scenes": config.num_val_scenes,
+               "infos": [str(root / "infos_train.pkl"), str(root / "infos_val.pkl")],
+               "seconds": round(seconds, 2), "frames_per_s": round(frames / seconds, 2)}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"wrote {frames} frames ({args.scenes} scenes, {config.num_val_scenes} for val) to {root} "
+          f"in {seconds:.1f} s ({frames / seconds:.2f} frames/s)")
+    for path in summary["infos"]:
+        print(f"  {path}")
+    return 0
 
 
 def _run_data_nuscenes(args: argparse.Namespace) -> int:
@@ -276,6 +299,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="voxel mask for mIoU and F-score (official: camera); RayIoU never uses a mask")
     p.add_argument("--backend", default="auto", choices=("auto", "numba", "torch"), help="RayIoU ray caster")
     p.add_argument("--workers", type=int, default=2, help="threads reading files ahead (default 2)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="with --infos: score the samples that have predictions (the report says how many are missing)")
+    p.add_argument("--ignore-extra", action="store_true",
+                   help="with --infos: skip predictions for samples the split does not list (the report counts them)")
     p.add_argument("--json", metavar="OUT", help="also write the results to this JSON file")
     p.set_defaults(func=_run_evaluate)
 
@@ -284,16 +311,24 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from flashocc.data.infos import load_infos
-    from flashocc.metrics.evaluate import EvalConfig, evaluate_dirs, format_report, write_json
+    from flashocc.errors import ConfigError
+    from flashocc.metrics.evaluate import evaluate_dirs, format_report, write_json
+    from flashocc.metrics.scorer import ScoreConfig
 
     if args.metrics:
-        metrics = tuple(m.strip().lower() for m in args.metrics.split(",") if m.strip())
+        metrics = _metric_list(args.metrics)
     else:
         metrics = ("miou", "rayiou") if args.infos else ("miou",)
-    config = EvalConfig(metrics=metrics, mask=args.mask, backend=args.backend, workers=args.workers)
+    if args.workers < 0:
+        raise ConfigError(f"--workers: expected an integer >= 0 (0: read in the scoring thread), found {args.workers}")
+    if (args.allow_missing or args.ignore_extra) and not args.infos:
+        raise ConfigError("--allow-missing and --ignore-extra relax the check against a split: pass --infos FILE")
+    config = ScoreConfig(metrics=metrics, mask=args.mask, backend=args.backend)
     infos = load_infos(args.infos) if args.infos else None
     with tqdm(desc="evaluate", unit="sample", disable=not sys.stderr.isatty()) as bar:
-        result = evaluate_dirs(args.pred, args.gt, infos, config, on_sample=bar.update)
+        result = evaluate_dirs(args.pred, args.gt, infos, config, on_sample=bar.update, split=args.infos,
+                               workers=args.workers, allow_missing=args.allow_missing,
+                               ignore_extra=args.ignore_extra)
     print(format_report(result))
     if args.json:
         print(f"wrote {write_json(result, args.json)}")
@@ -429,19 +464,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in _command_adders():
+    for add in COMMANDS:
         add(sub)
     return parser
 
 
-def _command_adders():
-    adders = [_add_models, _add_train, _add_eval, _add_predict, _add_demo]
-    adders.append(_add_data)
-    adders.append(_add_viz)
-    adders.append(_add_evaluate)
-    adders += [_add_export, _add_bench]
-    # <<register commands>>
-    return adders
+# Every command, in the order `flashocc --help` lists them.
+COMMANDS = (_add_models, _add_train, _add_eval, _add_predict, _add_demo, _add_data, _add_viz, _add_evaluate,
+            _add_export, _add_bench)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -459,8 +489,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        print(f"flashocc {args.command}: error: {exc}", file=sys.stderr)
+    except (FlashOccError, FileNotFoundError, ValueError, KeyError) as exc:
+        # KeyError's str() is its repr (quotes, literal "\n"); print the message itself.
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"flashocc {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a full disk, a read-only folder: the file and the reason, not a traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"flashocc {args.command}: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
 
 

@@ -3,7 +3,7 @@
 Frames: *sensor* (camera: x right, y down, z forward), *ego* (x forward, y left, z up, metres),
 *global*. ``sensor2ego`` / ``ego2global`` are 4x4 homogeneous transforms. The model works in the
 **key-ego** frame: the ego pose of camera 0 (CAM_FRONT_LEFT) at its own timestamp (official quirk,
-flashocc.md §3.3, §12.5).
+docs/official-behaviour.md#key-ego-frame).
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-# Camera order of the official configs; view 0 defines the key-ego frame (flashocc.md §12.5).
+# Camera order of the official configs (FlashOCC@4084861 projects/configs/flashocc/flashocc-r50.py,
+# data_config['cams']); view 0 defines the key-ego frame (docs/official-behaviour.md#camera-order).
 NUSCENES_CAMERAS: tuple[str, ...] = (
     "CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT",
 )
@@ -47,9 +48,10 @@ def make_transform(rotation: np.ndarray | Sequence[float], translation: Sequence
 def sensor_to_key_ego(sensor2ego: torch.Tensor, ego2global: torch.Tensor, key_view: int = 0) -> torch.Tensor:
     """Per-camera sensor -> key-ego transforms, (B, N, 4, 4) float32.
 
-    Official quirk (flashocc.md §3.3, §12.5): the key ego is the pose of view 0 (CAM_FRONT_LEFT) at
-    its own timestamp, and the product is taken in float64 before the cast to float32. Each camera
-    uses its own ``ego2global``, which compensates ego motion between exposures.
+    Official quirk (FlashOCC@4084861 projects/mmdet3d_plugin/models/detectors/bevdet.py,
+    BEVDet.prepare_inputs): the key ego is the pose of view 0 (CAM_FRONT_LEFT) at its own timestamp,
+    and the product is taken in float64 before the cast to float32. Each camera uses its own
+    ``ego2global``, which compensates ego motion between exposures.
     """
     s2e = sensor2ego.double()
     e2g = ego2global.double()
@@ -59,7 +61,8 @@ def sensor_to_key_ego(sensor2ego: torch.Tensor, ego2global: torch.Tensor, key_vi
 
 
 def bda_matrix(rotate_deg: float = 0.0, scale: float = 1.0, flip_dx: bool = False, flip_dy: bool = False) -> np.ndarray:
-    """BEV augmentation bda = Flip · (Scale · Rot), 3x3 float32, applied to ego points (flashocc.md §4.4).
+    """BEV augmentation bda = Flip · (Scale · Rot), 3x3 float32, applied to ego points (FlashOCC@4084861
+    projects/mmdet3d_plugin/datasets/pipelines/loading.py, LoadAnnotationsBEVDepth.bev_transform).
 
     flip_dx mirrors x (x -> -x), flip_dy mirrors y. Occupancy targets must be flipped to match
     (dim 0 for flip_dx, dim 1 for flip_dy); rotation/scale are never applied to occupancy targets.
@@ -79,7 +82,8 @@ def image_aug_matrices(
     """post_rot (3x3) and post_tran (3,) float32 mapping original pixels to augmented ones.
 
     ``crop`` is (left, top, right, bottom) in resized pixels. Order and formulas follow the
-    official ``img_transform`` (flashocc.md §4.3, §12.3):
+    official ``PrepareImageInputs.img_transform`` (FlashOCC@4084861
+    projects/mmdet3d_plugin/datasets/pipelines/loading.py; docs/official-behaviour.md#image-augmentation):
     Official quirk: a flip maps u -> W - u with W the crop width (704), not W - 1.
     Official quirk: the rotation is [[cos, sin], [-sin, cos]] about the crop centre, matching PIL's
     counter-clockwise ``Image.rotate``.
@@ -107,7 +111,8 @@ def image_aug_matrices(
 def depth_bin_values(start: float, stop: float, step: float, sid: bool = False) -> torch.Tensor:
     """Depth hypotheses (D,) in metres.
 
-    Official quirk (flashocc.md §3.2, §12.4): bins are the arange *start* values (1.0 ... 44.5 for
+    Official quirk (FlashOCC@4084861 projects/mmdet3d_plugin/models/necks/view_transformer.py,
+    LSSViewTransformer.create_frustum): bins are the arange *start* values (1.0 ... 44.5 for
     [1, 45, 0.5]), not centres. With ``sid`` they are log-spaced d_i = exp(log d0 + i/(D-1) log((d1-1)/d0)).
     """
     values = torch.arange(start, stop, step, dtype=torch.float32)
@@ -121,8 +126,9 @@ def depth_bin_values(start: float, stop: float, step: float, sid: bool = False) 
 def create_frustum(depths: torch.Tensor, input_size: tuple[int, int], downsample: int) -> torch.Tensor:
     """(D, fH, fW, 3) frustum of (u, v, d) in augmented-image pixels and metres.
 
-    Official quirk (flashocc.md §3.2, §12.4): pixel positions are linspace(0, W-1, fW) and
-    linspace(0, H-1, fH), not feature-cell centres; kept for checkpoint parity.
+    Official quirk (``view_transformer.py, LSSViewTransformer.create_frustum``): pixel positions are
+    linspace(0, W-1, fW) and linspace(0, H-1, fH), not feature-cell centres; kept for checkpoint parity
+    (docs/official-behaviour.md#frustum-and-depth-bins).
     """
     height, width = input_size
     fh, fw = height // downsample, width // downsample
@@ -143,7 +149,8 @@ def frustum_to_ego(
     """Lift frustum points to the (BEV-augmented) key-ego frame: (B, N, D, fH, fW, 3) metres.
 
     Undo the image augmentation, back-project with K⁻¹, rotate/translate by sensor2keyego, then
-    apply bda (flashocc.md §3.3).
+    apply bda (FlashOCC@4084861 projects/mmdet3d_plugin/models/necks/view_transformer.py,
+    LSSViewTransformer.get_ego_coor).
     """
     b, n = sensor2keyego.shape[:2]
     pts = frustum.to(sensor2keyego.dtype).view(1, 1, *frustum.shape) - post_trans.view(b, n, 1, 1, 1, 3)

@@ -15,7 +15,8 @@ OCC3D_CLASS_NAMES: tuple[str, ...] = (
     "sidewalk", "terrain", "manmade", "vegetation", "free",
 )
 
-# RGB colours of the official Open3D visualiser (flashocc.md §8.1); free is never drawn, we keep white.
+# RGB colours of the official Open3D visualiser (FlashOCC@4084861 tools/analysis_tools/vis_occ.py,
+# colormap_to_colors); free is never drawn, we keep white.
 OCC3D_COLORS: tuple[tuple[int, int, int], ...] = (
     (0, 0, 0), (112, 128, 144), (220, 20, 60), (255, 127, 80), (255, 158, 0), (233, 150, 70),
     (255, 61, 99), (0, 0, 230), (47, 79, 79), (255, 140, 0), (255, 99, 71), (0, 207, 191),
@@ -23,7 +24,8 @@ OCC3D_COLORS: tuple[tuple[int, int, int], ...] = (
 )
 
 # Voxel counts per class over Occ3D-nuScenes train, hard-coded in the official head for
-# class_balance=True (flashocc.md §2.3).
+# class_balance=True (FlashOCC@4084861 projects/mmdet3d_plugin/models/dense_heads/bev_occ_head.py,
+# nusc_class_frequencies, read by BEVOCCHead2D.__init__).
 OCC3D_CLASS_FREQUENCIES: tuple[int, ...] = (
     944004, 1897170, 152386, 2391677, 16957802, 724139, 189027, 2074468, 413451, 2384460,
     5916653, 175883646, 4275424, 51393615, 61411620, 105975596, 116424404, 1892500630,

@@ -1,4 +1,8 @@
-"""``OccDataset``: one code path for real nuScenes + Occ3D and the synthetic world (flashocc.md §4.2-§4.5).
+"""``OccDataset``: one code path for real nuScenes + Occ3D and the synthetic world.
+
+It follows the official dataset and pipeline (FlashOCC@4084861
+projects/mmdet3d_plugin/datasets/nuscenes_dataset_bevdet.py and datasets/pipelines/loading.py; see
+docs/official-behaviour.md#adjacent-frames and the sections around it).
 
 Layout under ``root``: camera JPEGs and LiDAR ``.bin`` files at the paths the infos give (relative to the
 root), Occ3D labels at ``<occ_path>/labels.npz``. Files that are not at ``root/<path>`` are also looked for
@@ -8,8 +12,10 @@ unique, so this cannot pick a wrong file.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from flashocc.data import transforms as T
 from flashocc.data.infos import SampleInfo, load_infos
 from flashocc.data.occ3d import load_labels
+from flashocc.errors import ConfigError, DataError, MissingFileError
 from flashocc.geometry import NUSCENES_CAMERAS
 
 log = logging.getLogger(__name__)
@@ -29,9 +36,11 @@ VOLUME_KEYS: tuple[str, ...] = ("voxel_semantics", "mask_lidar", "mask_camera")
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Data pipeline settings; defaults are the official FlashOcc-R50 ones (flashocc.md §1.1)."""
+    """Data pipeline settings; defaults are the official FlashOcc-R50 ones (FlashOCC@4084861
+    projects/configs/flashocc/flashocc-r50.py). How the official pipeline uses them, depth targets and
+    adjacent frames included: docs/official-behaviour.md."""
 
-    cameras: tuple[str, ...] = NUSCENES_CAMERAS   # order matters: view 0 defines the key ego (§12.5)
+    cameras: tuple[str, ...] = NUSCENES_CAMERAS   # order matters: docs/official-behaviour.md#camera-order
     input_size: tuple[int, int] = (256, 704)      # (H, W) of the network input
     # (H, W) of nuScenes images. As in the official code the augmentation uses each image's own size, so
     # other sizes (the synthetic world's 704x396) keep the same field of view; a mismatch is logged (info).
@@ -44,26 +53,69 @@ class DataConfig:
     flip_dx_ratio: float = 0.5                    # BEV flips (bda), train only, applied to the GT too
     flip_dy_ratio: float = 0.5
     load_occ: bool = True                         # voxel_semantics, mask_lidar, mask_camera
-    load_depth: bool = False                      # gt_depth (N, H, W) from LiDAR (§3.7)
+    load_depth: bool = False                      # gt_depth (N, H, W) from LiDAR
     depth_range: tuple[float, float] = (1.0, 45.0)
-    num_adjacent: int = 0                         # previous keyframes for temporal models (§4.2)
+    num_adjacent: int = 0                         # previous keyframes for temporal models
 
     def __post_init__(self) -> None:
-        checks = [
-            (len(self.cameras) > 0, "cameras", "at least one camera name"),
-            (len(self.input_size) == 2 and min(self.input_size) > 0, "input_size", "(H, W) with H, W > 0"),
-            (len(self.src_size) == 2 and min(self.src_size) > 0, "src_size", "(H, W) with H, W > 0"),
-            (self.resize[0] <= self.resize[1], "resize", "a (low, high) range"),
-            (self.rot[0] <= self.rot[1], "rot", "a (low, high) range in degrees"),
-            (0 <= self.crop_h[0] <= self.crop_h[1] < 1, "crop_h", "a (low, high) range inside [0, 1)"),
-            (0 <= self.flip_dx_ratio <= 1 and 0 <= self.flip_dy_ratio <= 1, "flip_dx_ratio/flip_dy_ratio",
-             "probabilities in [0, 1]"),
-            (0 < self.depth_range[0] < self.depth_range[1], "depth_range", "(near, far) metres with 0 < near < far"),
-            (self.num_adjacent >= 0, "num_adjacent", "an integer >= 0"),
+        # Each check is a callable so that a malformed value (None, a 3-tuple) fails its own check
+        # instead of raising an unrelated TypeError from the next one.
+        base = _base_scale(self.input_size, self.src_size)
+        checks: list[tuple[str, Callable[[], bool], str]] = [
+            ("cameras", lambda: _strings(self.cameras) and len(self.cameras) > 0, "at least one camera name"),
+            ("cameras", lambda: set(self.cameras) <= set(NUSCENES_CAMERAS),
+             f"names from {list(NUSCENES_CAMERAS)}"),
+            ("cameras", lambda: len(set(self.cameras)) == len(self.cameras), "each camera at most once"),
+            ("input_size", lambda: _ints(self.input_size, 2) and min(self.input_size) > 0,
+             "(H, W), two integers > 0"),
+            ("src_size", lambda: _ints(self.src_size, 2) and min(self.src_size) > 0, "(H, W), two integers > 0"),
+            ("resize", lambda: _numbers(self.resize, 2) and self.resize[0] <= self.resize[1],
+             "a (low, high) range of offsets added to the base scale input_W / image_W"),
+            ("resize", lambda: base is not None and base + self.resize[0] > 0,
+             f"low > -{base:.3f} (the base scale input_size W / src_size W), so the image keeps a size > 0"
+             if base else "a valid input_size and src_size first"),
+            ("resize_test", lambda: _numbers((self.resize_test,), 1) and base is not None
+             and base + self.resize_test > 0,
+             f"a number > -{base:.3f} (the base scale input_size W / src_size W)" if base else "a number"),
+            ("rot", lambda: _numbers(self.rot, 2) and -180 <= self.rot[0] <= self.rot[1] <= 180,
+             "a (low, high) range in degrees inside [-180, 180]"),
+            ("flip", lambda: isinstance(self.flip, bool), "true or false"),
+            ("crop_h", lambda: _numbers(self.crop_h, 2) and 0 <= self.crop_h[0] <= self.crop_h[1] < 1,
+             "a (low, high) range inside [0, 1) (fraction of rows kept above the crop)"),
+            ("flip_dx_ratio", lambda: _numbers((self.flip_dx_ratio,), 1) and 0 <= self.flip_dx_ratio <= 1,
+             "a probability in [0, 1]"),
+            ("flip_dy_ratio", lambda: _numbers((self.flip_dy_ratio,), 1) and 0 <= self.flip_dy_ratio <= 1,
+             "a probability in [0, 1]"),
+            ("load_occ", lambda: isinstance(self.load_occ, bool), "true or false"),
+            ("load_depth", lambda: isinstance(self.load_depth, bool), "true or false"),
+            ("depth_range", lambda: _numbers(self.depth_range, 2) and 0 < self.depth_range[0] < self.depth_range[1],
+             "(near, far) metres with 0 < near < far"),
+            ("num_adjacent", lambda: _ints((self.num_adjacent,), 1) and self.num_adjacent >= 0, "an integer >= 0"),
         ]
-        for ok, name, expected in checks:
-            if not ok:
-                raise ValueError(f"DataConfig.{name}: expected {expected}, found {getattr(self, name.split('/')[0])!r}")
+        for name, ok, expected in checks:
+            if not ok():
+                raise ConfigError(f"data.{name}: expected {expected}, found {getattr(self, name)!r}")
+
+
+def _ints(values: object, n: int) -> bool:
+    return (isinstance(values, (tuple, list)) and len(values) == n
+            and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values))
+
+
+def _numbers(values: object, n: int) -> bool:
+    return (isinstance(values, (tuple, list)) and len(values) == n
+            and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in values))
+
+
+def _strings(values: object) -> bool:
+    return isinstance(values, (tuple, list)) and all(isinstance(v, str) for v in values)
+
+
+def _base_scale(input_size: object, src_size: object) -> float | None:
+    """input_W / image_W for nuScenes-sized images: ``sample_image_aug`` adds the resize offsets to it."""
+    if _ints(input_size, 2) and _ints(src_size, 2) and min(*input_size, *src_size) > 0:
+        return input_size[1] / src_size[1]
+    return None
 
 
 def resolve_data_path(root: Path, relative: str, token: str, what: str) -> Path:
@@ -74,11 +126,11 @@ def resolve_data_path(root: Path, relative: str, token: str, what: str) -> Path:
     flat = root / Path(relative).name
     if flat.exists():
         return flat
-    raise FileNotFoundError(f"sample {token}: {what} not found: {direct} (nor {flat})")
+    raise MissingFileError(f"sample {token}: {what} not found: {direct} (nor {flat})")
 
 
 class OccDataset(Dataset):
-    """Keyframes sorted by timestamp (the official evaluation order, §4.2, §12.13).
+    """Keyframes sorted by timestamp (the official evaluation order: NuScenesDatasetBEVDet.load_annotations).
 
     Each item is a dict of tensors (T = 1 + num_adjacent frames, N cameras, frame-major: the N
     cameras of the current frame, then those of each previous frame):
@@ -101,13 +153,16 @@ class OccDataset(Dataset):
         for sample in self.samples:
             missing = [cam for cam in config.cameras if cam not in sample.cams]
             if missing:
-                raise ValueError(f"sample {sample.token}: no camera record for {missing}; it has {list(sample.cams)}")
+                raise DataError(f"sample {sample.token}: no camera record for {missing} (data.cameras); "
+                                f"it has {list(sample.cams)}")
         self._by_token = {sample.token: sample for sample in self.samples}
         self.config = config
         self.train = train
         self.aug_seed = aug_seed
         self.epoch = 0
         self._warned_size = False
+        # (camera, intrinsics) -> (W, H) and file of the first image seen with them, in this process.
+        self._size_by_intrinsics: dict[tuple, tuple[tuple[int, int], Path, str]] = {}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -116,7 +171,10 @@ class OccDataset(Dataset):
         self.epoch = int(epoch)
 
     def frames(self, index: int) -> list[SampleInfo]:
-        """[current, t-1, ...]: official fallback to the current frame across a scene start (§4.2, §12.14).
+        """[current, t-1, ...]: official fallback to the current frame across a scene start.
+
+        Upstream: FlashOCC@4084861 projects/mmdet3d_plugin/datasets/nuscenes_dataset_bevdet.py,
+        NuScenesDatasetBEVDet.get_adj_info (docs/official-behaviour.md#adjacent-frames).
 
         The official code takes sorted index ``idx - offset`` and keeps it if it is in the same scene; we
         follow ``prev_token`` instead, which gives the same frames when scenes are contiguous in time (except
@@ -145,24 +203,30 @@ class OccDataset(Dataset):
         augs: list[T.ImageAug] = []
         done: dict[Path, torch.Tensor] = {}  # a frame repeated at a scene start is decoded once
         for frame_i, frame in enumerate(frames):
+            sizes = []
             for cam_i, name in enumerate(cfg.cameras):
                 cam = frame.cams[name]
                 path = resolve_data_path(self.root, cam.image_path, frame.token, f"{name} image")
                 if path not in done:
                     img = T.load_image(path, frame.token)
+                    T.check_image_fits_intrinsics(img.size, cam.intrinsics, path, frame.token)
+                    self._check_same_intrinsics_same_size(name, cam.intrinsics, img.size, path, frame.token)
+                    sizes.append((name, path, img.size, cam.intrinsics))
                     if frame_i == 0:
                         self._check_size(img.size, frame.token, path)
                         augs.append(T.sample_image_aug(cfg, img.size, rng, self.train))
-                    # every frame reuses its camera's augmentation (§4.3)
+                    # every frame reuses its camera's augmentation (PrepareImageInputs.get_inputs)
                     done[path] = T.normalize_image(T.augment_image(img, augs[cam_i]))
                 imgs.append(done[path])
                 rot, tran = augs[cam_i].matrices()
                 post_rots.append(rot)
                 post_trans.append(tran)
-                # Official quirk (flashocc.md §4.3): adjacent frames copy the current intrinsics.
+                # Official quirk (loading.py, PrepareImageInputs.get_inputs): adjacent frames copy the current
+                # intrinsics (docs/official-behaviour.md#adjacent-frames).
                 intrins.append(current.cams[name].intrinsics)
                 s2e.append(cam.sensor2ego)
                 e2g.append(cam.ego2global)
+            T.check_sample_sizes(sizes, frame.token)
         flip_dx, flip_dy = T.sample_bda_flips(cfg, rng, self.train)
         out = {
             "img": torch.stack(imgs),
@@ -183,9 +247,24 @@ class OccDataset(Dataset):
             log.info("sample %s: %s is %dx%d (WxH), DataConfig.src_size is %s (HxW); augmenting from the "
                      "image's own size", token, path, size[0], size[1], self.config.src_size)
 
+    def _check_same_intrinsics_same_size(self, name: str, intrinsics: np.ndarray, size: tuple[int, int], path: Path,
+                                         token: str) -> None:
+        """One camera calibration belongs to one image size. A set whose frames were partly rewritten at
+        another size (an interrupted regeneration with the old info files) passes the per-image check when
+        the sizes are close, but not this one."""
+        key = (name, *np.round(np.asarray(intrinsics, np.float64), 3).ravel().tolist())
+        first = self._size_by_intrinsics.setdefault(key, (tuple(size), path, token))
+        if first[0] != tuple(size):
+            (w0, h0), path0, token0 = first
+            raise DataError(
+                f"sample {token}: {name} image {path} is {size[0]}x{size[1]}, but sample {token0} has the same "
+                f"{name} intrinsics with a {w0}x{h0} image ({path0}); expected one image size per calibration. "
+                f"Does the set mix images of two sizes (an interrupted regeneration)? Regenerate it or rebuild "
+                f"the info files")
+
     def _load_occ(self, sample: SampleInfo, flip_dx: bool, flip_dy: bool) -> dict[str, torch.Tensor]:
         if sample.occ_path is None:
-            raise ValueError(f"sample {sample.token}: the info record has no occ_path; build infos with "
+            raise DataError(f"sample {sample.token}: the info record has no occ_path; build infos with "
                              f"'flashocc data nuscenes --occ GTS' or set DataConfig(load_occ=False)")
         labels = load_labels(self.root / sample.occ_path, sample.token)
         arrays = (labels.semantics, labels.mask_lidar, labels.mask_camera)

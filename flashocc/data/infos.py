@@ -8,12 +8,12 @@ restricted unpickler like every other info file.
 ``load_infos`` recognises three layouts and always returns validated ``list[SampleInfo]``:
 * ours: ``{"format": "flashocc-infos", "version", "metadata", "samples"}`` (``save_infos``);
 * BEVDet / FlashOcc ``bevdetv2-nuscenes_infos_*.pkl``: ``{"infos": [...], "metadata"}`` with
-  quaternion (w, x, y, z) poses, per-camera ego poses, ``occ_path`` and ``scene_name`` (flashocc.md §4.1);
+  quaternion (w, x, y, z) poses, per-camera ego poses, ``occ_path`` and ``scene_name``
+  (FlashOCC@4084861 tools/create_data_bevdet.py; docs/official-behaviour.md#info-files);
 * mmdet3d v1.x: ``{"metainfo", "data_list"}`` with 4x4 matrices (the fixture's format).
 """
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
@@ -24,6 +24,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from flashocc.atomic import atomic_write
+from flashocc.data.safe_pickle import RefusedPickle, restricted_loads
+from flashocc.errors import DataError, MissingFileError, UnsafeFileError
 from flashocc.geometry import NUSCENES_CAMERAS, make_transform
 
 log = logging.getLogger(__name__)
@@ -74,49 +76,39 @@ def save_infos(samples: list[SampleInfo], path: str | os.PathLike, metadata: dic
     return path
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Only numpy arrays/scalars and plain containers: info pickles may come from anywhere."""
-
-    _ALLOWED = {
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"), ("numpy", "bool_"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-        ("_codecs", "encode"),  # protocol-2 pickles store array bytes through it; it only encodes text
-        ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"),
-        ("builtins", "slice"), ("builtins", "complex"),
-        ("builtins", "bytes"), ("__builtin__", "bytes"),  # protocol-2 pickles rebuild empty bytes through it
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in self._ALLOWED or (module == "numpy" and name.endswith("DType")) or module == "numpy.dtypes":
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: info files may only hold numpy arrays and plain containers")
-
-
 def safe_load_pickle(path: str | os.PathLike):
-    """Unpickle an info file with the restricted unpickler; errors name the file."""
+    """Unpickle an info file allowing only numpy arrays, dtypes, scalars and plain containers.
+
+    Raises ``UnsafeFileError`` (naming the file and the refused global) for a pickle that asks for
+    anything else, before any of it runs; ``DataError`` naming the file for every other failure.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"info file not found: {path}")
-    data = path.read_bytes()
+        raise MissingFileError(f"info file not found: {path}")
     try:
-        return _RestrictedUnpickler(io.BytesIO(data)).load()
-    except Exception as exc:  # pickle raises many types on garbage input
-        raise ValueError(f"{path}: not a readable info pickle ({type(exc).__name__}: {exc})") from exc
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the info file ({type(exc).__name__}: {exc})") from exc
+    try:
+        return restricted_loads(data)
+    except RefusedPickle as exc:
+        raise UnsafeFileError(f"{path}: not a readable info pickle: {exc} (nothing in it was run)") from exc
+    except Exception as exc:  # a corrupt stream fails in many ways (EOFError, UnpicklingError, ValueError, ...)
+        raise DataError(f"{path}: not a readable info pickle ({type(exc).__name__}: {exc})") from exc
 
 
 def load_infos(path: str | os.PathLike) -> list[SampleInfo]:
     """Read an info file in any supported layout (ours, BEVDet, mmdet3d v1.x) and validate every sample.
 
-    Errors name the file and, for a bad record, the sample token and the field.
+    Every error is a ``DataError`` (``UnsafeFileError`` for a pickle that asks to run code) naming the
+    file and, for a bad record, the sample token and the field.
     """
     path = Path(path)
     payload = safe_load_pickle(path)
     if isinstance(payload, dict) and payload.get("format") == FORMAT_NAME:
         if payload.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: {FORMAT_NAME} version {payload.get('version')!r} is not supported "
-                             f"(expected {FORMAT_VERSION})")
+            raise DataError(f"{path}: {FORMAT_NAME} version {payload.get('version')!r} is not supported "
+                            f"(expected {FORMAT_VERSION})")
         reader, records = _read_ours, payload.get("samples")
     elif isinstance(payload, dict) and "data_list" in payload:
         reader, records = _read_mmdet3d, payload["data_list"]
@@ -125,20 +117,21 @@ def load_infos(path: str | os.PathLike) -> list[SampleInfo]:
     else:
         found = (f"dict with keys {sorted(map(str, payload))[:8]}" if isinstance(payload, dict)
                  else type(payload).__name__)
-        raise ValueError(
+        raise DataError(
             f"{path}: not an info file: expected a {FORMAT_NAME} dict, a BEVDet pkl ({{'infos': [...]}}) or an "
             f"mmdet3d v1.x pkl ({{'metainfo', 'data_list'}}); found a {found}")
     if not isinstance(records, list):
-        raise ValueError(f"{path}: the sample list must be a list, found {type(records).__name__}")
+        raise DataError(f"{path}: the sample list must be a list, found {type(records).__name__}")
     samples = []
     for i, record in enumerate(records):
         if not isinstance(record, dict):
-            raise ValueError(f"{path}: record {i} must be a dict, found {type(record).__name__}")
-        token = str(record.get("token", f"<record {i}>"))
+            raise DataError(f"{path}: record {i} must be a dict, found {type(record).__name__}")
+        token = record.get("token", f"<record {i}>")
         try:
             sample = reader(record)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: sample {token}: cannot read the record ({type(exc).__name__}: {exc})") from exc
+        except Exception as exc:  # a foreign record with a wrong type fails anywhere (KeyError, TypeError, ...)
+            raise DataError(f"{path}: sample {token!s:.64}: cannot read the record ({type(exc).__name__}: "
+                            f"{_clip(exc)})") from exc
         validate_sample(sample, source=str(path))
         samples.append(sample)
     link_previous_samples(samples)
@@ -146,36 +139,83 @@ def load_infos(path: str | os.PathLike) -> list[SampleInfo]:
     return samples
 
 
+def _clip(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+_STRING_FIELDS = ("token", "scene_name", "scene_token", "lidar_path", "prev_token")
+
+
 def validate_sample(sample: SampleInfo, source: str = "<memory>") -> None:
-    """Check shapes, finiteness and that every pose is rigid; errors name the file, token and field."""
+    """Check field types, shapes, finiteness, that every pose is rigid and every intrinsics matrix a camera
+    matrix; raises ``DataError`` naming the file, the sample token and the field."""
+    if not isinstance(sample.token, str) or not sample.token:
+        raise DataError(f"{source}: a sample has an empty or non-text token ({sample.token!r:.64})")
     where = f"{source}: sample {sample.token}"
-    if not sample.token:
-        raise ValueError(f"{source}: a sample has an empty token")
+    for name in _STRING_FIELDS:
+        if not isinstance(getattr(sample, name), str):
+            raise DataError(f"{where}: field '{name}' must be text, found {type(getattr(sample, name)).__name__}")
+    if sample.occ_path is not None and not isinstance(sample.occ_path, str):
+        raise DataError(f"{where}: field 'occ_path' must be text or None, found {type(sample.occ_path).__name__}")
+    _check_timestamp(sample.timestamp, f"{where}: field 'timestamp'")
     _check_pose(sample.lidar2ego, f"{where}: field 'lidar2ego'")
     _check_pose(sample.ego2global, f"{where}: field 'ego2global'")
-    if not sample.cams:
-        raise ValueError(f"{where}: field 'cams' is empty; expected the six camera records")
+    if not isinstance(sample.cams, dict) or not sample.cams:
+        raise DataError(f"{where}: field 'cams' is empty; expected the six camera records")
     for name, cam in sample.cams.items():
+        if not isinstance(name, str) or not isinstance(cam, CameraInfo):
+            raise DataError(f"{where}: field 'cams' must map camera names to camera records, found "
+                            f"{type(name).__name__} -> {type(cam).__name__}")
+        if not isinstance(cam.image_path, str) or not cam.image_path:
+            raise DataError(f"{where}: field 'cams.{name}.image_path' must be a non-empty path, found "
+                            f"{cam.image_path!r:.64}")
+        _check_timestamp(cam.timestamp, f"{where}: field 'cams.{name}.timestamp'")
         _check_pose(cam.sensor2ego, f"{where}: field 'cams.{name}.sensor2ego'")
         _check_pose(cam.ego2global, f"{where}: field 'cams.{name}.ego2global'")
-        k = np.asarray(cam.intrinsics)
-        if k.shape != (3, 3) or not np.all(np.isfinite(k)) or not (k[0, 0] > 0 and k[1, 1] > 0):
-            raise ValueError(f"{where}: field 'cams.{name}.intrinsics' must be a finite 3x3 matrix with positive "
-                             f"focal lengths, found shape {k.shape}: {k.tolist()}")
+        _check_intrinsics(cam.intrinsics, f"{where}: field 'cams.{name}.intrinsics'")
+
+
+def _as_matrix(value, shape: tuple[int, ...], where: str, what: str) -> np.ndarray:
+    try:
+        m = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{where} must be a finite {what}, found {type(value).__name__} ({exc})") from exc
+    if m.shape != shape or not np.all(np.isfinite(m)):
+        raise DataError(f"{where} must be a finite {what}, found shape {m.shape}"
+                        + ("" if m.shape != shape else f": {m.tolist()}"))
+    return m
+
+
+def _check_timestamp(value, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise DataError(f"{where} must be an integer (microseconds), found {type(value).__name__}")
+
+
+def _check_intrinsics(matrix, where: str, tol: float = 1e-6) -> None:
+    """A pinhole camera matrix [[fx, s, cx], [0, fy, cy], [0, 0, 1]] with fx, fy > 0.
+
+    A last row other than [0, 0, 1] (e.g. K[2, 2] = 0) would divide every projected depth by zero or by
+    a wrong scale, and a non-positive focal length mirrors the image.
+    """
+    k = _as_matrix(matrix, (3, 3), where, "3x3 camera matrix")
+    if np.abs(k[2] - np.array([0.0, 0.0, 1.0])).max() > tol:
+        raise DataError(f"{where}: the last row must be [0, 0, 1], found {k[2].tolist()}; expected a camera matrix "
+                        f"[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]")
+    if not (k[0, 0] > 0 and k[1, 1] > 0):
+        raise DataError(f"{where}: expected positive focal lengths fx = K[0, 0] and fy = K[1, 1], found {k.tolist()}")
 
 
 def _check_pose(matrix: np.ndarray, where: str, tol: float = 1e-3) -> None:
-    m = np.asarray(matrix)
-    if m.shape != (4, 4) or not np.all(np.isfinite(m)):
-        raise ValueError(f"{where} must be a finite 4x4 transform, found shape {m.shape}")
+    m = _as_matrix(matrix, (4, 4), where, "4x4 transform")
     rot = m[:3, :3]
     err = float(np.abs(rot.T @ rot - np.eye(3)).max())
     det = float(np.linalg.det(rot))
     if err > tol or abs(det - 1.0) > tol:
-        raise ValueError(f"{where}: the 3x3 part is not a rotation (max |R^T R - I| = {err:.3g}, det = {det:.4g}); "
-                         f"expected an orthonormal matrix with det +1")
+        raise DataError(f"{where}: the 3x3 part is not a rotation (max |R^T R - I| = {err:.3g}, det = {det:.4g}); "
+                        f"expected an orthonormal matrix with det +1")
     if np.abs(m[3] - np.array([0.0, 0.0, 0.0, 1.0])).max() > tol:
-        raise ValueError(f"{where}: the last row must be [0, 0, 0, 1], found {m[3].tolist()}")
+        raise DataError(f"{where}: the last row must be [0, 0, 0, 1], found {m[3].tolist()}")
 
 
 def link_previous_samples(samples: list[SampleInfo]) -> None:
@@ -222,7 +262,7 @@ def _read_ours(d: dict) -> SampleInfo:
 
 
 def _read_bevdet(d: dict) -> SampleInfo:
-    """One ``bevdetv2-nuscenes_infos_*.pkl`` record (flashocc.md §4.1; quaternions are w, x, y, z)."""
+    """One ``bevdetv2-nuscenes_infos_*.pkl`` record (tools/create_data_bevdet.py; quaternions are w, x, y, z)."""
     cams = {}
     for name, cam in d["cams"].items():
         cams[name] = CameraInfo(
@@ -295,6 +335,7 @@ def _with_prefix(path: str, prefix: str) -> str:
 
 
 def _camera_order(cams: dict[str, CameraInfo]) -> dict[str, CameraInfo]:
-    """Key cameras in the model order (flashocc.md §5.2: the info insertion order differs)."""
+    """Key cameras in the model order; the info insertion order differs
+    (docs/official-behaviour.md#camera-order)."""
     known = [name for name in NUSCENES_CAMERAS if name in cams]
     return {name: cams[name] for name in known + sorted(set(cams) - set(known))}

@@ -3,7 +3,8 @@
 Reads ``<root>/<version>/{scene,sample,sample_data,calibrated_sensor,sensor,ego_pose}.json`` and writes
 ``infos_train.pkl`` / ``infos_val.pkl`` (``flashocc.data.infos.save_infos``) with the official scene split
 (``nuscenes_splits``). Per sample: the LIDAR_TOP keyframe's calibration and ego pose, and for every camera
-its own calibration, intrinsics and ego pose at its own timestamp (flashocc.md §4.1). Scenes are written
+its own calibration, intrinsics and ego pose at its own timestamp, as FlashOCC@4084861
+tools/create_data_bevdet.py stores them (docs/official-behaviour.md#info-files). Scenes are written
 in name order, samples in sequence order; ``prev_token`` comes from the sample table.
 """
 from __future__ import annotations

@@ -2,10 +2,13 @@
 precision, plus the paper's ablation of the channel-to-height head against the 3D-conv head.
 
 Stages: image encoder (backbone + neck), view transform (depth net, geometry, pooling), BEV encoder,
-head. PyTorch stages are timed by calling the model's stage methods; onnxruntime stages come from its
+head. PyTorch stages are timed by calling the model's stage methods, the same calls its forward makes
+(``encode_images`` -> ``lift_to_bev`` -> ``bev_encoder`` -> ``occ_head``): for the temporal stereo
+presets the image encoder covers t, t-1 and the stride-4 stem of t-2, and the view transform both
+cost volumes, depth nets, poolings and pre-process nets. onnxruntime stages come from its
 profiler, attributing node kernel times by the exported node names (``flashocc.deploy.onnx.node_stage``).
-Memory is the peak resident-set growth over the timed runs (CPU, sampled every 2 ms) or the CUDA
-allocator peak (torch on GPU). All latencies are medians in milliseconds.
+Memory is the peak resident-set growth over the timed runs (CPU, sampled every 2 ms) or the
+accelerator allocator's peak (torch on a GPU/NPU). All latencies are medians in milliseconds.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import logging
 import statistics
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -23,6 +27,7 @@ from torch import nn
 
 from flashocc.deploy.onnx import node_stage
 from flashocc.deploy.timing import PeakMemory, isolated, sync, time_call
+from flashocc.device import autocast_available, device_name, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -105,15 +110,16 @@ def calibrate_random_model(model: nn.Module, batches: list[dict]) -> nn.Module:
 
 
 def torch_stage_times(model: nn.Module, batch: dict, repeats: int, warmup: int, device: torch.device) -> dict:
-    """Median ms of each stage, called one after another as in ``forward``."""
+    """Median ms of each stage, called one after another as ``FlashOcc.forward_outputs`` calls them
+    (their sum is one forward pass, for single-frame and temporal models alike)."""
     per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
     with torch.no_grad():
         for i in range(warmup + repeats):
             marks = [time.perf_counter()]
-            feats = model.image_encoder(batch["img"])
+            encoded = model.encode_images(batch)
             sync(device)
             marks.append(time.perf_counter())
-            bev, _ = model.view_transform(feats, batch)
+            bev = model.lift_to_bev(encoded, batch).bev
             sync(device)
             marks.append(time.perf_counter())
             x = model.bev_encoder(bev)
@@ -169,9 +175,9 @@ def _bench_torch(cfg: BenchConfig, model: nn.Module, batch: dict, held_out: dict
     backend = "torch-compile" if compiled else "torch"
     if precision == "int8":
         return _skip(backend, precision, "PyTorch eager has no INT8 path here; use onnxruntime or tensorrt")
-    if precision == "fp16" and device.type != "cuda":
-        return _skip(backend, precision, "fp16 autocast is a GPU path; no CUDA device")
-    autocast = torch.autocast("cuda", dtype=torch.float16) if precision == "fp16" else torch.autocast("cpu", enabled=False)
+    if precision == "fp16" and (device.type == "cpu" or not autocast_available(device.type)):
+        return _skip(backend, precision, f"fp16 autocast is an accelerator path; none on {device}")
+    autocast = torch.autocast(device.type, dtype=torch.float16) if precision == "fp16" else nullcontext()
     runner = model
     if compiled:
         try:
@@ -242,12 +248,12 @@ def _ablation_one(preset: str, batch_size: int, repeats: int, warmup: int, devic
     model = build_model(preset).eval().to(device)
     cfg = model.config
     dx, dy, dz = cfg.grid.shape
-    shape = (batch_size, cfg.bev_channels, dz, dy, dx) if cfg.head_3d else (batch_size, cfg.bev_channels, dy, dx)
+    shape = (batch_size, cfg.bev_channels, dz, dy, dx) if cfg.bev_is_3d else (batch_size, cfg.bev_channels, dy, dx)
     bev = torch.randn(shape, device=device)
     with torch.no_grad(), PeakMemory(device) as mem:
         times = time_call(lambda: model.occ_head(model.bev_encoder(bev)), repeats, warmup, device)
     part = [model.img_bev_encoder_backbone, model.img_bev_encoder_neck, model.occ_head]
-    return {"preset": preset, "head": "3D conv" if cfg.head_3d else "channel-to-height",
+    return {"preset": preset, "head": "3D conv" if cfg.bev_is_3d else "channel-to-height",
             "bev_input": list(shape), "latency_ms": statistics.median(times), "peak_mem_mib": mem.peak_mib,
             "params": sum(p.numel() for m in part for p in m.parameters())}
 
@@ -257,7 +263,7 @@ def head_ablation(batch_size: int = 1, repeats: int = 5, warmup: int = 1, device
     """BEV encoder + head of flashocc-r50-m1 (2D, channel-to-height) vs bevdetocc-r50 (3D convs):
     median latency (ms) and peak memory growth (MiB) of the occupancy part on random BEV features."""
     device = str(device)
-    run = isolated if isolate and not device.startswith("cuda") else (lambda fn, *a: fn(*a))
+    run = isolated if isolate and device.partition(":")[0] == "cpu" else (lambda fn, *a: fn(*a))
     return [run(_ablation_one, preset, batch_size, repeats, warmup, device, threads)
             for preset in ("flashocc-r50-m1", "bevdetocc-r50")]
 
@@ -287,7 +293,7 @@ def _ort_row(cfg: BenchConfig, graphs: dict[str, Path], batch: dict, held_out: d
 def run_bench(cfg: BenchConfig) -> BenchReport:
     """Measure every requested (backend, precision); unavailable ones are rows with status 'skipped'."""
     from flashocc.models.presets import build_model
-    from flashocc.models.temporal import example_model_batch
+    from flashocc.models.examples import example_model_batch
 
     unknown = [b for b in cfg.backends if b not in BACKENDS] + [p for p in cfg.precisions if p not in PRECISIONS]
     if unknown:
@@ -295,7 +301,7 @@ def run_bench(cfg: BenchConfig) -> BenchReport:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device("auto")
     model = build_model(cfg.preset)
     temporal = bool(model.config.temporal)
     if temporal and cfg.mode != "full":
@@ -351,7 +357,7 @@ def run_bench(cfg: BenchConfig) -> BenchReport:
 
 def _inputs(cfg: BenchConfig, model_cfg) -> tuple[list[dict], dict]:
     """Calibration batches and the held-out batch for the agreement column."""
-    from flashocc.models.temporal import NUM_FRAMES, example_model_batch
+    from flashocc.models.examples import example_model_batch
 
     count = max(1, cfg.calib_samples)
     if cfg.data is None:
@@ -361,7 +367,7 @@ def _inputs(cfg: BenchConfig, model_cfg) -> tuple[list[dict], dict]:
 
     root = Path(cfg.data)
     data_cfg = DataConfig(input_size=model_cfg.input_size, load_occ=False,
-                          num_adjacent=NUM_FRAMES - 1 if model_cfg.temporal else 0)
+                          num_adjacent=model_cfg.num_frames - 1)
     train = OccDataset(root, root / "infos_train.pkl", data_cfg)
     val = OccDataset(root, root / "infos_val.pkl", data_cfg)
     keys = ("img", "sensor2ego", "ego2global", "intrinsics", "post_rots", "post_trans", "bda")
@@ -392,8 +398,8 @@ def _onnx_graphs(cfg: BenchConfig, model: nn.Module, workdir: Path, calib: list[
 
 
 def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+    if device.type != "cpu":
+        return device_name(device)
     import os
 
     return f"CPU ({os.cpu_count()} cores visible, torch threads {torch.get_num_threads()})"
@@ -419,10 +425,11 @@ def format_table(report: BenchReport) -> str:
         lines += ["", "occupancy part (BEV encoder + head), torch fp32:",
                   f"{'preset':<18}{'head':<20}{'latency ms':>11}{'mem MiB':>9}{'params':>12}"]
         for a in report.ablation:
-            lines.append(f"{a['preset']:<18}{a['head']:<20}{a['latency_ms']:>11.1f}{a['peak_mem_mib']:>9.1f}"
+            lines.append(f"{a['preset']:<18}{a['head']:<20}{a['latency_ms']:>11.1f}{ms(a['peak_mem_mib']):>9}"
                          f"{a['params']:>12,}")
         if len(report.ablation) == 2 and report.ablation[0]["latency_ms"] > 0:
             r2d, r3d = report.ablation
-            lines.append(f"3D / 2D: latency x{r3d['latency_ms'] / r2d['latency_ms']:.2f}, "
-                         f"memory x{r3d['peak_mem_mib'] / max(r2d['peak_mem_mib'], 1e-6):.2f}")
+            no_peak = None in (r2d["peak_mem_mib"], r3d["peak_mem_mib"])  # an allocator without a peak (MPS)
+            memory = "-" if no_peak else f"x{r3d['peak_mem_mib'] / max(r2d['peak_mem_mib'], 1e-6):.2f}"
+            lines.append(f"3D / 2D: latency x{r3d['latency_ms'] / r2d['latency_ms']:.2f}, memory {memory}")
     return "\n".join(lines)

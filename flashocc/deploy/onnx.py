@@ -1,4 +1,5 @@
-"""ONNX export of FlashOcc models, in two modes (flashocc.md §7.1, effocc_trt_variants.md §2).
+"""ONNX export of FlashOcc models, in two modes (the official TensorRT path is
+FlashOCC@4084861 tools/convert_bevdet_to_TRT.py; docs/official-behaviour.md, "TensorRT path").
 
 ``full``         inputs are the PyTorch batch (img, sensor2ego, ego2global, intrinsics, post_rots,
                  post_trans, bda): geometry and BEV pooling run inside the graph.
@@ -39,10 +40,12 @@ OUTPUT_NAME = "logits"
 METADATA_KEY = "flashocc"
 DEFAULT_OPSET = 17
 # The exporter names nodes by module path (``/img_backbone/layer1.0/conv1/Conv``); nodes without a
-# module prefix are OccGraph's own: geometry, depth softmax and BEV pooling.
+# module prefix are OccGraph's own: geometry and BEV pooling.
 STAGE_SCOPES: dict[str, tuple[str, ...]] = {
     "image_encoder": ("/img_backbone/", "/img_neck/"),
-    "view_transform": ("/img_view_transformer/", "/depth_net/"),  # OccGraph calls depth_net directly
+    # OccGraph calls the view transformer's methods, so its depth net (and the depth softmax in it)
+    # is scoped /depth_net/.
+    "view_transform": ("/img_view_transformer/", "/depth_net/"),
     "bev_encoder": ("/img_bev_encoder_backbone/", "/img_bev_encoder_neck/"),
     "head": ("/occ_head/",),
 }
@@ -88,7 +91,12 @@ class ExportSpec:
 
 
 class OccGraph(nn.Module):
-    """The model as one traceable function of tensors (``forward(img, *calibration_or_indices)``)."""
+    """The model as one traceable function of tensors (``forward(img, *calibration_or_indices)``).
+
+    The same stages as ``FlashOcc.forward``: ``image_encoder``, the view transformer's own ``lift``
+    (depth net and depth/context split) and ``splat``, ``bev_encoder`` and ``occ_head``; only the
+    pooling is swapped for the exportable one of ``flashocc.deploy.pooling``.
+    """
 
     def __init__(self, model: nn.Module, mode: str, accumulate: torch.dtype = torch.float64) -> None:
         super().__init__()
@@ -100,19 +108,17 @@ class OccGraph(nn.Module):
         model = self.model
         vt = model.img_view_transformer
         feats = model.image_encoder(img)
-        b, n, c, fh, fw = feats.shape
-        x = vt.depth_net(feats.reshape(b * n, c, fh, fw))
-        depth = x[:, :vt.num_depth].softmax(dim=1).view(b, n, vt.num_depth, fh, fw)
-        context = x[:, vt.num_depth:vt.num_depth + vt.out_channels].view(b, n, vt.out_channels, fh, fw)
-        context = context.permute(0, 1, 3, 4, 2)  # (B, N, fH, fW, C)
+        depth, context = vt.lift(feats)
         dx, dy, dz = vt.grid_size
         if self.mode == "full":
             coords = ego_coords_exportable(vt.frustum, *rest)
-            bev = pool_in_graph(depth, context, coords, vt.lower, vt.interval, vt.grid_size, self.accumulate)
+
+            def pool(d: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+                return pool_in_graph(d, c, coords, vt.lower, vt.interval, vt.grid_size, self.accumulate)
         else:
-            bev = pool_precomputed(depth, context, *rest, out_cells=(dz, dy, dx), accumulate=self.accumulate)
-        if vt.collapse_z:
-            bev = torch.cat(bev.unbind(dim=2), dim=1)  # (B, Dz·C, Dy, Dx), channel = z·C + c
+            def pool(d: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+                return pool_precomputed(d, c, *rest, out_cells=(dz, dy, dx), accumulate=self.accumulate)
+        bev = vt.splat(depth, context, feats.shape[:2], pool)
         return model.occ_head(model.bev_encoder(bev))
 
 
@@ -147,7 +153,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, mode: str = "full", op
     """
     import onnx  # noqa: F401  (fail early with the install hint below)
 
-    from flashocc.models.temporal import example_model_batch
+    from flashocc.models.examples import example_model_batch
 
     if mode not in MODES:
         raise ValueError(f"export mode must be one of {MODES}, got '{mode}'")

@@ -65,7 +65,8 @@ def pool_in_graph(depth: torch.Tensor, feat: torch.Tensor, coords: torch.Tensor,
     num_cells = b * dz * dy * dx
     lower_t = torch.tensor(lower, dtype=coords.dtype)
     interval_t = torch.tensor(interval, dtype=coords.dtype)
-    # Official quirk (flashocc.md §3.5, §12.6): truncation toward zero (ONNX Cast float->int does the
+    # Official quirk (FlashOCC@4084861 projects/mmdet3d_plugin/models/necks/view_transformer.py,
+    # LSSViewTransformer.voxel_pooling_prepare_v2): truncation toward zero (ONNX Cast float->int does the
     # same as .long()), so raw indices in (-1, 0) fold into cell 0; kept for logit parity.
     q = ((coords.reshape(b, -1, 3) - lower_t) / interval_t).long()  # (B, P_b, 3)
     qx, qy, qz = q[..., 0], q[..., 1], q[..., 2]
@@ -107,14 +108,17 @@ def inverse_rigid(t: torch.Tensor) -> torch.Tensor:
 def ego_coords_exportable(frustum: torch.Tensor, sensor2ego: torch.Tensor, ego2global: torch.Tensor,
                           intrinsics: torch.Tensor, post_rots: torch.Tensor, post_trans: torch.Tensor,
                           bda: torch.Tensor) -> torch.Tensor:
-    """``sensor_to_key_ego`` + ``frustum_to_ego`` (flashocc.md §3.3) without ``linalg.inv``:
-    (B, N, D, fH, fW, 3) metres in the BEV-augmented key-ego frame (view 0 = key ego, §12.5)."""
+    """``sensor_to_key_ego`` + ``frustum_to_ego`` without ``linalg.inv`` (FlashOCC@4084861
+    projects/mmdet3d_plugin/models/necks/view_transformer.py, LSSViewTransformer.get_ego_coor):
+    (B, N, D, fH, fW, 3) metres in the BEV-augmented key-ego frame (view 0 = key ego,
+    docs/official-behaviour.md#key-ego-frame)."""
     return lift_exportable(frustum, key_ego_exportable(sensor2ego, ego2global), intrinsics, post_rots, post_trans,
                            bda)
 
 
 def key_ego_exportable(sensor2ego: torch.Tensor, ego2global: torch.Tensor) -> torch.Tensor:
-    """``sensor_to_key_ego`` without ``linalg.inv``: (B, N, 4, 4) sensor -> view-0 ego (§12.5)."""
+    """``sensor_to_key_ego`` without ``linalg.inv``: (B, N, 4, 4) sensor -> view-0 ego
+    (docs/official-behaviour.md#key-ego-frame)."""
     e2g = ego2global.double()
     return (inverse_rigid(e2g[:, 0:1]) @ e2g @ sensor2ego.double()).float()  # float64 product, as official
 

@@ -170,8 +170,8 @@ def calibration_batches(preset: str, count: int, data_root: str | os.PathLike | 
     ``example_batch`` (enough to exercise the path; real samples give better INT8 ranges)."""
     import torch
 
+    from flashocc.models.examples import example_model_batch
     from flashocc.models.presets import get_config
-    from flashocc.models.temporal import NUM_FRAMES, example_model_batch
 
     if count < 1:
         raise ValueError(f"calibration needs at least one sample, got count={count}")
@@ -184,5 +184,5 @@ def calibration_batches(preset: str, count: int, data_root: str | os.PathLike | 
     from flashocc.data.dataset import DataConfig, OccDataset, collate_batch
 
     dataset = OccDataset(data_root, infos, DataConfig(input_size=cfg.input_size, load_occ=False,
-                                                      num_adjacent=NUM_FRAMES - 1 if cfg.temporal else 0))
+                                                      num_adjacent=cfg.num_frames - 1))
     return [collate_batch([dataset[i]]) for i in range(min(count, len(dataset)))]

@@ -2,7 +2,8 @@
 
 For ``precomputed`` graphs the pooling indices are computed here, per calibration, with the model's
 own code (``flashocc.geometry`` + ``prepare_bev_pool``), and cached by a hash of the calibration.
-Official bug (flashocc.md §7.1-§7.2): the official converter and ``benchmark_trt.py`` compute the
+Official bug (FlashOCC@4084861 tools/convert_bevdet_to_TRT.py and tools/analysis_tools/benchmark_trt.py;
+docs/official-behaviour.md#tensorrt-path): the official converter and ``benchmark_trt.py`` compute the
 indices once from the first validation sample and reuse them for every sample, although nuScenes
 has two vehicles with different calibrations (the likely cause of its 31.95 -> 30.78 mIoU drop at
 TRT FP32). Here a sample whose calibration differs never reuses another sample's indices.

@@ -3,10 +3,12 @@
 Inputs are the batch ``OccDataset(num_adjacent=2)`` builds (frame-major views: 3·N images, poses of
 every frame, the current frame's intrinsics and image augmentation repeated per frame, bda): the
 same tensors ``FlashOccStereo4D.forward`` takes, so ``OnnxOccModel`` feeds it like a single-frame
-graph. Inside, the batch forward of ``FlashOccStereo4D.fuse`` with export-friendly pieces: adjugate and
-rigid inverses instead of ``linalg.inv``, and the scatter-free pooling of ``flashocc.deploy.pooling``.
-At a scene start the caller repeats the current frame for the missing ones (the official fallback,
-flashocc.md §4.2), as the dataset does.
+graph. Inside, the batch forward of ``FlashOccStereo4D.fuse_bev`` through the model's own stages
+(``encode_frame``, ``stereo_reference``, the view transformer's ``cost_volume``, ``lift`` and
+``splat``) with export-friendly pieces: adjugate and rigid inverses instead of ``linalg.inv``, and
+the scatter-free pooling of ``flashocc.deploy.pooling``. At a scene start the caller repeats the
+current frame for the missing ones (the official fallback; docs/official-behaviour.md, "Adjacent
+frames"), as the dataset does.
 """
 from __future__ import annotations
 
@@ -14,9 +16,8 @@ import torch
 from torch import nn
 
 from flashocc.deploy.pooling import inverse_3x3, inverse_rigid, key_ego_exportable, lift_exportable, pool_in_graph
+from flashocc.models.configs import NUM_FRAMES
 from flashocc.models.depthnet import camera_mlp_input
-from flashocc.models.stereo import cost_volume_grid, stereo_cost_volume
-from flashocc.models.temporal import NUM_FRAMES
 
 
 class TemporalOccGraph(nn.Module):
@@ -36,12 +37,12 @@ class TemporalOccGraph(nn.Module):
         feats_p, stereo_p = m.encode_frame(img[:, views[1]])
         stereo_r = m.stereo_reference(img[:, views[2]])
         poses = [(sensor2ego[:, v], ego2global[:, v]) for v in views]
-        # Key ego = the current frame's camera 0 for frames t and t-1 (flashocc.md §9, §12.14).
+        # Key ego = the current frame's camera 0 for frames t and t-1 (as FlashOccStereo4D.fuse_bev).
         s2k = key_ego_exportable(sensor2ego[:, :2 * n], ego2global[:, :2 * n])
-        mlp_input = camera_mlp_input(s2k[:, :n], *geometry)  # the key frame's for every frame (§9)
+        mlp_input = camera_mlp_input(s2k[:, :n], *geometry)  # the key frame's for every frame
         bev_prev = self.lift(feats_p, stereo_p, poses[1], stereo_r, poses[2], s2k[:, n:], mlp_input, geometry)
         bev_curr = self.lift(feats_t, stereo_t, poses[0], stereo_p, poses[1], s2k[:, :n], mlp_input, geometry)
-        bev = torch.cat([bev_prev, bev_curr], dim=1)  # official order [previous, current] (§12.14)
+        bev = torch.cat([bev_prev, bev_curr], dim=1)  # official order [previous, current]
         return m.occ_head(m.bev_encoder(bev))
 
     def lift(self, feats: torch.Tensor, stereo: torch.Tensor, pose: tuple[torch.Tensor, torch.Tensor],
@@ -54,18 +55,10 @@ class TemporalOccGraph(nn.Module):
         curr2global = pose[1].double() @ pose[0].double()
         adj2global = adj_pose[1].double() @ adj_pose[0].double()
         curr2adj = (inverse_rigid(adj2global) @ curr2global).float()
-        fh, fw = stereo.shape[-2:]
-        image_size = (fh * vt.stereo_downsample, fw * vt.stereo_downsample)
-        grid = cost_volume_grid(vt.cv_frustum, curr2adj, intrinsics, post_rots, post_trans, image_size,
-                                inverse_3x3=inverse_3x3)
-        cost = stereo_cost_volume(adj_stereo.flatten(0, 1), stereo.flatten(0, 1), grid, vt.num_depth,
-                                  vt.cost_volume_bias)
-        b, n, c, h, w = feats.shape
-        x = vt.depth_net(feats.reshape(b * n, c, h, w), mlp_input, cost)
-        depth = x[:, :vt.num_depth].softmax(dim=1).view(b, n, vt.num_depth, h, w)
-        context = x[:, vt.num_depth:vt.num_depth + vt.out_channels].view(b, n, vt.out_channels, h, w)
+        cost = vt.cost_volume(adj_stereo.flatten(0, 1), stereo.flatten(0, 1), curr2adj, intrinsics, post_rots,
+                              post_trans, inverse_3x3=inverse_3x3)
+        depth, context = vt.lift(feats, mlp_input, cost)
         coords = lift_exportable(vt.frustum, s2k, intrinsics, post_rots, post_trans, bda)
-        bev = pool_in_graph(depth, context.permute(0, 1, 3, 4, 2), coords, vt.lower, vt.interval, vt.grid_size,
-                            self.accumulate)
-        bev = torch.cat(bev.unbind(dim=2), dim=1)  # (B, Dz·C, Dy, Dx)
+        bev = vt.splat(depth, context, feats.shape[:2],
+                       lambda d, c: pool_in_graph(d, c, coords, vt.lower, vt.interval, vt.grid_size, self.accumulate))
         return m.pre_process_net(bev)[0]

@@ -3,7 +3,8 @@
 Needs an NVIDIA GPU, ``tensorrt`` (8.6 or 10.x) and CUDA PyTorch (device buffers are torch tensors,
 so neither pycuda nor cuda-python is needed). Use ``precomputed`` graphs exported with
 ``accumulate=torch.float32`` (TensorRT has no float64; the full graph's sort of every frustum point is
-beyond TensorRT's TopK limit). Differences from the official path (flashocc.md §7.1):
+beyond TensorRT's TopK limit). Differences from the official path
+(FlashOCC@4084861 tools/convert_bevdet_to_TRT.py; docs/official-behaviour.md#tensorrt-path):
 * no ``bev_pool_v2`` plugin: the pooling is the exact sort/prefix-sum/scatter of
   ``flashocc.deploy.pooling``, kept in FP32 inside FP16/INT8 engines (``OBEY_PRECISION_CONSTRAINTS``);
 * one optimisation profile with a range of index lengths, not the first sample's exact shapes, and

@@ -8,9 +8,12 @@ from collections.abc import Callable
 
 import torch
 
+from flashocc.device import max_memory_allocated, memory_allocated, reset_peak_memory, synchronize
+
 
 class PeakMemory:
-    """Peak growth of memory while the block runs: CUDA allocator peak, else sampled RSS."""
+    """Peak growth of memory while the block runs: the accelerator allocator's peak, sampled RSS on the CPU,
+    and None on an accelerator whose allocator keeps no peak (MPS)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device, self.peak_mib = device, 0.0
@@ -21,10 +24,9 @@ class PeakMemory:
             return int(f.read().split()[1]) * 4096
 
     def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self._base = torch.cuda.memory_allocated()
+        if self.device.type != "cpu":
+            synchronize(self.device)
+            self._base = memory_allocated(self.device) if reset_peak_memory(self.device) else None
             return self
         self._base = self._peak = self.rss_bytes()
         self._stop = threading.Event()
@@ -37,9 +39,10 @@ class PeakMemory:
             self._peak = max(self._peak, self.rss_bytes())
 
     def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            self.peak_mib = (torch.cuda.max_memory_allocated() - self._base) / 2**20
+        if self.device.type != "cpu":
+            synchronize(self.device)
+            peak = max_memory_allocated(self.device)
+            self.peak_mib = None if self._base is None or peak is None else (peak - self._base) / 2**20
             return
         self._stop.set()
         self._thread.join()
@@ -47,8 +50,7 @@ class PeakMemory:
 
 
 def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
 
 
 def time_call(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> list[float]:

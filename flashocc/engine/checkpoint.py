@@ -1,6 +1,7 @@
 """Checkpoint I/O: official mmdet3d/mmcv checkpoints, EMA files and our own, written atomically.
 
-Accepted layouts (flashocc.md §1.6, §6): ``{'state_dict': ...}`` (mmcv; also EMA files
+Accepted layouts (FlashOCC@4084861 projects/mmdet3d_plugin/core/hook/ema.py, MEGVIIEMAHook.save_checkpoint;
+docs/official-behaviour.md#checkpoint-layouts): ``{'state_dict': ...}`` (mmcv; also EMA files
 ``epoch_N_ema.pth`` with ``updates``), ``{'model': ...}`` (ours), or a bare state dict. Prefixes
 ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) are stripped.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +19,7 @@ import torch
 from torch import nn
 
 from flashocc.atomic import atomic_write
+from flashocc.errors import CheckpointError, CheckpointMismatchError, MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -64,27 +68,67 @@ def read_state_dict(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", trusted: bool = False) -> object:
-    """The whole checkpoint object (``weights_only`` unless ``trusted``); errors name the file."""
+    """The whole checkpoint object (``weights_only`` unless ``trusted``).
+
+    Raises ``MissingFileError`` for a missing file and ``CheckpointError`` naming the file otherwise:
+    for a file that asks for a global weights-only loading refuses (the message names it and says how
+    to load a file you trust), or for a corrupt, truncated or non-checkpoint file.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFileError(f"checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=not trusted)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... on bad files
-        hint = "" if trusted else " If you trust this file, retry with trusted=True (full unpickling)."
-        raise ValueError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc}).{hint}") from exc
-    return obj
+        return torch.load(path, map_location=map_location, weights_only=not trusted)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... on bad files
+        refused = None if trusted else _refused_global(exc)
+        if refused is not None:
+            raise CheckpointError(
+                f"{path}: refused to load: the file asks for {refused}, and weights-only loading takes only tensors "
+                "and plain containers (nothing in the file was run). If you trust this file, retry with "
+                "trusted=True (full unpickling, which can run code).") from exc
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt, truncated or not a torch.save file; "
+                              f"{type(exc).__name__}: {_first_line(exc)})") from exc
+
+
+# What torch's weights-only unpickler says when the file asks for more than tensors and containers
+# (torch/_weights_only_unpickler.py, Unpickler.load): a global off its allowlist, or a call, NEWOBJ or
+# BUILD on one. Every other error of that unpickler ("Unsupported operand", "String is too long", ...)
+# is about a broken stream.
+_REFUSED = re.compile(r"Unsupported global: GLOBAL (\S+)|unsupported GLOBAL (\S+)|"
+                      r"(reduce for unrecognized function .*?)\n|(Can only (?:create new object|build) .*?)\n")
+
+
+def _refused_global(exc: BaseException) -> str | None:
+    """What the file asked for, when ``exc`` is torch refusing it; None for any other failure."""
+    if not isinstance(exc, pickle.UnpicklingError):
+        return None
+    found = _REFUSED.search(f"{exc}\n")
+    if found is None:
+        return None
+    name = found.group(1) or found.group(2)
+    return f"the global {name}" if name else f"more than data ({(found.group(3) or found.group(4)).strip()})"
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip()
+    if "WeightsUnpickler error:" in text:  # torch wraps the real reason in a page of advice
+        text = text.split("WeightsUnpickler error:", 1)[1].strip()
+    text = text.splitlines()[0] if text else ""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def extract_state_dict(obj: object, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The model tensors of a checkpoint object with wrapper prefixes stripped; ``CheckpointError`` otherwise."""
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model", "ema", "model_ema"):
             if isinstance(obj.get(key), Mapping):
                 obj = obj[key]
                 break
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{source}: no state dict found (expected a mapping of tensors, or one under "
-                         "'state_dict' / 'model')")
+    if (not isinstance(obj, Mapping) or not obj or not all(isinstance(k, str) for k in obj)
+            or not all(isinstance(v, torch.Tensor) for v in obj.values())):
+        found = type(obj).__name__ if not isinstance(obj, Mapping) else f"a mapping of {len(obj)} entries"
+        raise CheckpointError(f"{source}: no state dict found (expected a mapping of names to tensors, or one under "
+                              f"'state_dict' / 'model'); found {found}")
     out = {}
     for key, value in obj.items():
         for prefix in _WRAPPER_PREFIXES:
@@ -123,15 +167,15 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
                     map_location: str | torch.device = "cpu", trusted: bool = False) -> LoadReport:
     """Load official (mmdet3d/mmcv, EMA) or flashocc checkpoints into ``model``.
 
-    ``strict=True``: any missing, unexpected or mis-shaped key raises a ``KeyError`` with a readable
-    list and nothing is loaded. ``strict=False``: loads what matches (e.g. a BEVDet detection
-    pretrain: its ``pts_bbox_head.*`` is unexpected and its depth_net has another shape) and returns
-    the report of what was skipped.
+    ``strict=True``: any missing, unexpected or mis-shaped key raises ``CheckpointMismatchError`` (a
+    ``KeyError``) with a readable list and nothing is loaded. ``strict=False``: loads what matches (e.g.
+    a BEVDet detection pretrain: its ``pts_bbox_head.*`` is unexpected and its depth_net has another
+    shape) and returns the report of what was skipped.
     """
     state = read_state_dict(path, map_location, trusted)
     report = match_state_dict(model, state)
     if strict and not report.ok:
-        raise KeyError(f"{path} does not match the model:\n{report.summary()}")
+        raise CheckpointMismatchError(f"{path} does not match the model:\n{report.summary()}")
     unwrap_model(model).load_state_dict({k: state[k] for k in report.loaded}, strict=strict)
     log.info("loaded %s: %s", path, report.summary())
     return report

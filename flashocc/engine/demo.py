@@ -1,22 +1,24 @@
 """``flashocc demo``: the one-command main job on a fresh machine with no data.
 
-Generate (or reuse) a synthetic driving set, train ``flashocc-tiny`` for a time budget, evaluate
+Generate (or reuse) a synthetic driving set, train ``flashocc-tiny-demo`` (flashocc-tiny with the
+demo's training aids and recipe) for a time budget, evaluate
 mIoU and RayIoU on held-out synthetic scenes, render pictures and write ``report.json``.
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from flashocc.config import load_run_config
-from flashocc.data.synth import SynthConfig, generate_synthetic_set
+from flashocc.data.synth import SynthConfig, generate_synthetic_set, synthetic_set_problem
+from flashocc.data.synth.marker import config_record, generator_files, written_config
 from flashocc.engine.distributed import setup_distributed
 from flashocc.engine.evaluate import eval_dataset, evaluate_model, load_model_for_inference, predictions
 from flashocc.engine.train import train
+from flashocc.errors import RunFolderError
 from flashocc.metrics.evaluate import write_json
 
 log = logging.getLogger(__name__)
@@ -24,25 +26,35 @@ log = logging.getLogger(__name__)
 # The demo's synthetic set: small images (the model sees 128x352) keep generation and decoding cheap.
 DEMO_SYNTH = SynthConfig(scenes=12, frames_per_scene=24, seed=0, image_size=(704, 396), workers=2)
 
-# Short-budget training (docs/benchmarks.md): a higher lr after a short warmup whose cosine ends with the
-# time budget, EMA that follows the recent weights, and dense image-side supervision read off the
-# voxel labels (the first occupied voxel on each ray gives the depth target and a per-pixel class).
-# No image or BEV augmentation: within 15 minutes the model underfits (train and held-out mIoU are
-# close), so augmentation only slows it down (+2.0 mIoU without it, measured).
-DEMO_OVERRIDES: tuple[str, ...] = (
-    "train.batch_size=2", "train.workers=1", "train.epochs=10000", "train.lr=2e-3", "train.warmup_iters=20",
-    "train.schedule=cosine", "train.ema_init_updates=0", "train.ema_ramp=200", "train.checkpoint_every_iters=50",
-    "train.log_every=10", "model.depth_loss_weight=1.0", "model.depth_target=occupancy",
-    "model.semantic_loss_weight=1.0",
-    "data.resize=[0,0]", "data.rot=[0,0]", "data.flip=False", "data.flip_dx_ratio=0", "data.flip_dy_ratio=0",
-)
+# What the demo trains: the preset flashocc-tiny-demo carries its training aids (models/presets.py) and
+# its short-budget recipe (flashocc.config.RECIPES), so `flashocc train flashocc-tiny-demo` trains the
+# same outside the demo. The demo adds only what depends on its data and flags: class weights measured
+# on the synthetic set (balanced_class_weights) and the time budget (--minutes).
+DEMO_PRESET = "flashocc-tiny-demo"
 
 
-def ensure_synthetic_set(root: Path, config: SynthConfig = DEMO_SYNTH) -> Path:
-    """Reuse ``root`` when it already holds a synthetic set, else generate it."""
-    if (root / "infos_train.pkl").is_file() and (root / "infos_val.pkl").is_file():
-        log.info("reusing the synthetic set at %s", root)
+def ensure_synthetic_set(root: Path, config: SynthConfig = DEMO_SYNTH, require_config: bool = True) -> Path:
+    """Reuse ``root`` when it holds a complete synthetic set (of ``config`` unless ``require_config`` is
+    False: a set the user chose with ``--data`` is kept whatever its settings), else (re)generate it.
+
+    Regenerating deletes only files the generator wrote; a folder holding anything else (a real
+    dataset) is refused with a RunFolderError before anything is touched.
+    """
+    problem = synthetic_set_problem(root, config if require_config else None)
+    if problem is None:
+        written = written_config(root) or {}
+        same = written == config_record(config)
+        log.info("reusing the complete synthetic set at %s%s", root, "" if same else
+                 f" (generated with scenes={written.get('scenes')}, frames_per_scene={written.get('frames_per_scene')}, "
+                 f"seed={written.get('seed')}, image_size={written.get('image_size')}; not the demo's own settings)")
         return root
+    try:
+        old_files = generator_files(root)  # refuse before saying anything about regenerating
+    except RunFolderError as exc:
+        raise RunFolderError(f"flashocc demo --data: {exc}. The demo trains on a synthetic set it generates; "
+                             f"train on real data with 'flashocc train'") from None
+    if old_files:
+        log.warning("not reusing %s: %s; regenerating it", root, problem)
     log.info("generating a synthetic set at %s: %d scenes x %d frames", root, config.scenes, config.frames_per_scene)
     from tqdm import tqdm
 
@@ -89,20 +101,25 @@ def render_pictures(model, dataset, device, out: Path, count: int = 2) -> list[s
 
 
 def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, data: str | Path | None = None,
-             preset: str = "flashocc-tiny", device: str = "auto", overrides: list[str] | tuple[str, ...] = ()) -> dict:
+             preset: str = DEMO_PRESET, device: str = "auto", overrides: list[str] | tuple[str, ...] = (),
+             overwrite: bool = False) -> dict:
     out = Path(out)
+    earlier = [name for name in ("report.json", "train") if (out / name).exists()]
+    if earlier and not overwrite:
+        raise RunFolderError(f"{out} already holds a demo run ({', '.join(earlier)}); pass --overwrite to replace it "
+                             f"(the synthetic data in it is kept and reused) or choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     started = time.perf_counter()
-    data_root = ensure_synthetic_set(Path(data) if data else out / "data")
+    data_root = ensure_synthetic_set(Path(data) if data else out / "data", require_config=data is None)
     weights = balanced_class_weights(data_root)
-    cfg = load_run_config(preset, [*DEMO_OVERRIDES, f"model.class_weights={list(weights)}",
+    cfg = load_run_config(preset, [f"model.class_weights={list(weights)}",
                                    f"train.max_minutes={minutes}", *overrides])
-    summary = train(cfg, data_root, out / "train", device=device)
+    summary = train(cfg, data_root, out / "train", device=device, overwrite=overwrite)
     info = setup_distributed(device)
     model = load_model_for_inference(cfg, out / "train" / "last.pt", info.device, use_ema=cfg.train.ema)
     dataset = eval_dataset(cfg, data_root)
-    result = evaluate_model(model, dataset, info.device, ("miou", "rayiou"), progress=True)
+    result = evaluate_model(model, dataset, info.device, ("miou", "rayiou"), progress=True, grid=cfg.model.grid)
     pictures = render_pictures(model, dataset, info.device, out)
     curve = _loss_curve(out / "train" / "metrics.jsonl")
     report = {
@@ -111,7 +128,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, data: str | P
         "train_minutes": summary["train_minutes"], "samples_seen": summary["samples_seen"], "steps": summary["steps"],
         "val_samples": result["num_samples"], "mIoU_per_class": result["mIoU_per_class"],
         "loss_curve": curve, "pictures": pictures, "data": str(data_root), "checkpoint": summary["checkpoint"],
-        "synthetic_set": {k: v for k, v in asdict(DEMO_SYNTH).items() if k != "workers"},
+        "synthetic_set": written_config(data_root),  # what the marker says was generated (DEMO_SYNTH by default)
         "total_minutes": (time.perf_counter() - started) / 60,
     }
     report["summary"] = (

@@ -1,6 +1,7 @@
 """torchrun-style process groups (nanoGPT pattern): RANK / WORLD_SIZE / LOCAL_RANK from the env.
 
-NCCL on CUDA, gloo on CPU (so tests can run two CPU processes). Only rank 0 writes files.
+The backend follows the device (flashocc/device.py): NCCL on CUDA, HCCL on Ascend NPUs, gloo on the CPU
+(so tests can run two CPU processes). Only rank 0 writes files.
 """
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from flashocc.device import collective_device, ddp_backend, resolve_device, set_current_device
 
 
 @dataclass(frozen=True)
@@ -28,16 +31,15 @@ class DistInfo:
 
 
 def setup_distributed(device: str = "auto") -> DistInfo:
-    """Initialise the process group when launched by torchrun, and pick the device."""
+    """Pick the device (``"auto"``, ``"cpu"``, ``"cuda"``, ``"npu:1"``, ...; a name without an index takes
+    LOCAL_RANK) and initialise the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    dev = torch.device(f"cuda:{local}" if use_cuda else "cpu")
-    if use_cuda:
-        torch.cuda.set_device(dev)
+    dev = resolve_device(device, local_rank=local)
+    set_current_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend=ddp_backend(dev))
     return DistInfo(rank, world, local, dev)
 
 
@@ -54,6 +56,6 @@ def barrier(info: DistInfo) -> None:
 def all_reduce_mean(value: float, info: DistInfo) -> float:
     if not info.enabled:
         return value
-    t = torch.tensor([value], dtype=torch.float64, device=info.device if info.device.type == "cuda" else "cpu")
+    t = torch.tensor([value], dtype=torch.float64, device=collective_device(info.device))
     dist.all_reduce(t)
     return float(t.item()) / info.world_size

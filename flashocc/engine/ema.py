@@ -1,4 +1,5 @@
-"""Exponential moving average of the weights, with the official MEGVII formula (flashocc.md §1.6).
+"""Exponential moving average of the weights, with the official MEGVII formula (FlashOCC@4084861
+projects/mmdet3d_plugin/core/hook/ema.py, ModelEMA.update and MEGVIIEMAHook; docs/official-behaviour.md#ema).
 
 After every optimiser step: updates += 1; d = decay · (1 − exp(−updates / ramp)); for every
 floating-point state entry (parameters *and* BN running statistics, not ``num_batches_tracked``):

@@ -1,8 +1,9 @@
 """Evaluation and prediction over a dataset: one inference loop feeding metrics or ``labels.npz`` files.
 
 Under torchrun each rank takes every world_size-th sample; metric totals are summed across ranks and
-only rank 0 reports. Predictions are written as ``<out>/<scene>/<token>/labels.npz`` (key
-``semantics``, uint8 [x, y, z]), the layout ``flashocc evaluate`` reads.
+only rank 0 reports. Scoring is ``flashocc.metrics.scorer.OccScorer``, the scorer of ``flashocc
+evaluate`` too. Predictions are written as ``<out>/<scene>/<token>/labels.npz`` (key ``semantics``,
+uint8 [x, y, z]), the layout ``flashocc evaluate`` reads, into a folder that holds no older ones.
 """
 from __future__ import annotations
 
@@ -15,11 +16,16 @@ import numpy as np
 import torch
 
 from flashocc.atomic import atomic_write
+from flashocc.batch import to_device
 from flashocc.config import RunConfig
 from flashocc.data.dataset import OccDataset, collate_batch
+from flashocc.device import collective_device
 from flashocc.engine.checkpoint import extract_state_dict, match_state_dict, read_checkpoint
-from flashocc.engine.distributed import DistInfo
-from flashocc.engine.train import to_device
+from flashocc.engine.distributed import DistInfo, barrier
+from flashocc.errors import CheckpointMismatchError, ConfigError, RunFolderError
+from flashocc.grid import OCC3D_NUSCENES, OccGrid
+from flashocc.metrics.evaluate import prediction_files
+from flashocc.metrics.scorer import OccScorer, ScoreConfig
 from flashocc.models.presets import build_model
 
 log = logging.getLogger(__name__)
@@ -41,16 +47,20 @@ def load_model_for_inference(cfg: RunConfig, checkpoint: str | os.PathLike | Non
             state = extract_state_dict(payload, source=str(path))
         report = match_state_dict(model, state)
         if not report.ok:
-            raise KeyError(f"{path} does not match {cfg.model.name}:\n{report.summary()}")
+            raise CheckpointMismatchError(f"{path} does not match {cfg.model.name}:\n{report.summary()}")
         model.load_state_dict(state)
     return model.to(device).eval()
 
 
-def eval_dataset(cfg: RunConfig, data_root: str | os.PathLike, infos: str | None = None) -> OccDataset:
-    data_root = Path(data_root)
+def eval_infos_path(cfg: RunConfig, data_root: str | os.PathLike, infos: str | None = None) -> Path:
+    """The info file of the evaluated split: ``infos`` or the config's ``val_infos``, under ``data_root``
+    unless absolute."""
     infos = infos or cfg.val_infos
-    path = Path(infos) if Path(infos).is_absolute() else data_root / infos
-    return OccDataset(data_root, path, cfg.data, train=False)
+    return Path(infos) if Path(infos).is_absolute() else Path(data_root) / infos
+
+
+def eval_dataset(cfg: RunConfig, data_root: str | os.PathLike, infos: str | None = None) -> OccDataset:
+    return OccDataset(Path(data_root), eval_infos_path(cfg, data_root, infos), cfg.data, train=False)
 
 
 def predictions(model: torch.nn.Module, dataset: OccDataset, device: torch.device, batch_size: int = 1,
@@ -68,45 +78,33 @@ def predictions(model: torch.nn.Module, dataset: OccDataset, device: torch.devic
 
 def evaluate_model(model: torch.nn.Module, dataset: OccDataset, device: torch.device,
                    metrics: Sequence[str] = ("miou", "rayiou"), batch_size: int = 1, workers: int = 0,
-                   info: DistInfo | None = None, progress: bool = False) -> dict:
-    """mIoU (camera mask, 0..100) and RayIoU (0..1) of ``model`` on ``dataset``'s ground truth."""
-    from flashocc.metrics import OccMIoU, RayIoU, ray_origins_from_infos
-
-    unknown = set(metrics) - {"miou", "rayiou"}
-    if unknown:
-        raise ValueError(f"unknown metrics {sorted(unknown)}; choose from miou, rayiou")
+                   info: DistInfo | None = None, progress: bool = False, *, mask: str = "camera",
+                   backend: str = "auto", grid: OccGrid = OCC3D_NUSCENES, split: str | None = None) -> dict:
+    """Scores of ``model`` on every sample of ``dataset`` (``OccScorer.result()``): mIoU (0..100, voxels
+    under ``mask``), RayIoU (0..1, ``backend`` ray caster) and F-score (0..1) on ``grid``, which must be
+    the model's (``cfg.model.grid``); ``split`` names the dataset in the report (its info file)."""
     if not dataset.config.load_occ:
-        raise ValueError("evaluation needs ground truth: the dataset's DataConfig has load_occ=False")
-    miou = OccMIoU() if "miou" in metrics else None
-    rayiou = RayIoU() if "rayiou" in metrics else None
-    origins = ray_origins_from_infos(dataset.samples) if rayiou is not None else {}
+        raise ConfigError("data.load_occ: evaluation needs the ground truth; expected True, found False")
+    scorer = OccScorer(ScoreConfig(tuple(metrics), mask, backend), grid, expected=[s.token for s in dataset.samples],
+                       split=split or "the evaluated dataset")
+    origins = {}
+    if scorer.needs_origins:
+        from flashocc.metrics.origins import ray_origins_from_infos
+
+        origins = ray_origins_from_infos(dataset.samples)
     stream = predictions(model, dataset, device, batch_size, workers, info)
     if progress:
         from tqdm import tqdm
 
         stream = tqdm(stream, total=-(-len(dataset) // batch_size), unit="batch", desc="eval")
     for batch, labels in stream:
-        gt = batch["voxel_semantics"].numpy()
-        mask = batch["mask_camera"].numpy()
         for i, token in enumerate(batch["tokens"]):
-            if miou is not None:
-                miou.update(labels[i], gt[i], mask[i])
-            if rayiou is not None:
-                rayiou.update(labels[i], gt[i], origins[token])
-    # Same result layout as ``flashocc evaluate`` (flashocc.metrics.evaluate.evaluate_dirs).
-    result: dict = {"num_samples": len(dataset), "mask": "camera"}
-    if miou is not None:
-        if info is not None and info.enabled:
-            miou.all_reduce(device=info.device)
-        r = miou.compute()
-        result.update({"mIoU": r["mIoU"], "mIoU_per_class": r["per_class"]})
-    if rayiou is not None:
-        if info is not None and info.enabled:
-            rayiou.all_reduce(device=info.device)
-        r = rayiou.compute()
-        result.update({k: v for k, v in r.items() if k.startswith("RayIoU")})
-        result["RayIoU_per_class"] = r["per_class"]
-    return result
+            gt = {"semantics": batch["voxel_semantics"][i].numpy()}
+            gt.update({k: batch[k][i].numpy() for k in ("mask_camera", "mask_lidar") if k in batch})
+            scorer.update(token, labels[i], gt, origins.get(token))
+    if info is not None and info.enabled:
+        scorer.all_reduce(device=collective_device(info.device))  # gloo (CPU, MPS) reduces CPU tensors
+    return scorer.result()
 
 
 def write_labels(labels: np.ndarray, path: Path) -> Path:
@@ -116,9 +114,37 @@ def write_labels(labels: np.ndarray, path: Path) -> Path:
     return path
 
 
-def predict_to_dir(model: torch.nn.Module, dataset: OccDataset, out_dir: str | os.PathLike, device: torch.device,
-                   batch_size: int = 1, workers: int = 0, info: DistInfo | None = None) -> list[Path]:
+def prepare_prediction_dir(out_dir: str | os.PathLike, overwrite: bool = False, info: DistInfo | None = None) -> Path:
+    """Refuse a folder that already holds predictions: ``flashocc evaluate`` would score the old files with
+    the new ones. ``overwrite`` removes those prediction files (and the folders they leave empty) first."""
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunFolderError(f"{out_dir} is a file; --out expects a folder for <scene>/<token>/labels.npz")
+    old = prediction_files(out_dir) if out_dir.is_dir() else []
+    if info is not None:
+        barrier(info)   # every rank looks before any rank writes or removes
+    if old and not overwrite:
+        raise RunFolderError(f"{out_dir} already holds {len(old)} prediction files (e.g. {old[0][1]}), which "
+                             f"would be scored together with the new ones; choose a new --out, or pass "
+                             f"--overwrite to remove the old prediction files first")
+    if old and (info is None or info.is_main):
+        for _, path in old:
+            path.unlink()
+            for folder in (path.parent, path.parent.parent):
+                if folder != out_dir and folder.is_relative_to(out_dir) and not any(folder.iterdir()):
+                    folder.rmdir()
+        log.info("removed %d old prediction files under %s", len(old), out_dir)
+    if info is not None:
+        barrier(info)
+    return out_dir
+
+
+def predict_to_dir(model: torch.nn.Module, dataset: OccDataset, out_dir: str | os.PathLike, device: torch.device,
+                   batch_size: int = 1, workers: int = 0, info: DistInfo | None = None,
+                   overwrite: bool = False) -> list[Path]:
+    """Write ``<out_dir>/<scene>/<token>/labels.npz`` for this rank's share of ``dataset``; refuses a folder
+    with older predictions unless ``overwrite`` (see ``prepare_prediction_dir``)."""
+    out_dir = prepare_prediction_dir(out_dir, overwrite, info)
     written = []
     for batch, labels in predictions(model, dataset, device, batch_size, workers, info):
         for i, (token, scene) in enumerate(zip(batch["tokens"], batch["scene_names"])):

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from collections import deque
 from contextlib import nullcontext
@@ -23,9 +24,13 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from flashocc.batch import to_device
 from flashocc.config import RunConfig, TrainConfig, config_to_dict, save_run_config
 from flashocc.data.dataset import OccDataset, collate_batch
-from flashocc.engine.checkpoint import atomic_torch_save, load_checkpoint, unwrap_model
+from flashocc.device import accelerator_rng_state, amp_plan, collective_device, set_accelerator_rng_state, use_pin_memory
+from flashocc.atomic import atomic_write, clean_orphan_temps
+from flashocc.engine.checkpoint import atomic_torch_save, load_checkpoint, read_checkpoint, unwrap_model
+from flashocc.errors import CheckpointError, RunFolderError, TrainingDivergedError
 from flashocc.engine.distributed import DistInfo, setup_distributed
 from flashocc.engine.ema import ModelEMA
 from flashocc.engine.sampler import GlobalBatchSampler
@@ -33,6 +38,8 @@ from flashocc.models.presets import build_model
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "last.pt"
+# What a run folder holds; an existing one is never replaced without --overwrite.
+RUN_FILES = (CHECKPOINT_NAME, "config.yaml", "metrics.jsonl", "train.log", "tensorboard")
 # With a time budget and the cosine schedule, the measured speed sizes the schedule: first over the 20
 # steps from step 10 (past the start-up), then again every 20 steps over the last BUDGET_WINDOW steps.
 # Re-measuring matters: one slow start (a cold disk cache, another job) once planned 699 steps for a
@@ -66,18 +73,13 @@ def lr_at(step: int, cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -
     return lr
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
 def _rng_state() -> dict:
     """All RNG states as tensors and plain values, so checkpoints load with ``weights_only=True``."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
              "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                        "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    state.update(accelerator_rng_state())  # {"cuda": [...]}, {"npu": [...]}; nothing on a CPU-only host
     return state
 
 
@@ -86,8 +88,7 @@ def _set_rng_state(state: dict) -> None:
     n = state["numpy"]
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    set_accelerator_rng_state(state)
 
 
 def _setup_logging(out_dir: Path, info: DistInfo) -> None:
@@ -119,30 +120,94 @@ def build_train_model(cfg: RunConfig, info: DistInfo) -> torch.nn.Module:
         report = load_checkpoint(model, cfg.train.init_from, strict=False)
         log.info("initialised from %s:\n%s", cfg.train.init_from, report.summary())
     model = model.to(info.device)
-    if cfg.train.channels_last and not cfg.model.head_3d:
+    if cfg.train.channels_last and not cfg.model.bev_is_3d:
         model = model.to(memory_format=torch.channels_last)
-    if cfg.train.sync_bn and info.enabled and info.device.type == "cuda":
+    if cfg.train.sync_bn and info.enabled and info.device.type == "cpu":
+        log.warning("train.sync_bn is not applied on the CPU (SyncBatchNorm has no CPU kernel): each process "
+                    "keeps its own BatchNorm statistics")
+    elif cfg.train.sync_bn and info.enabled:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model
 
 
 def save_training_state(path: Path, model, optimizer, ema, state: TrainState, cfg: RunConfig) -> Path:
+    """Write ``last.pt`` atomically; refuses non-finite weights so the last good checkpoint survives."""
+    bad = _first_nonfinite(unwrap_model(model)) or (_first_nonfinite(ema.module) if ema is not None else None)
+    if bad is not None:
+        raise TrainingDivergedError(
+            f"training diverged at step {state.step}: weight '{bad}' is not finite; {path} was not replaced "
+            f"and holds the last good state. Lower train.lr (now {cfg.train.lr:g}) or keep train.grad_clip > 0")
     payload = {"model": unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
                "ema": ema.state_dict() if ema is not None else None, "train_state": asdict(state),
                "rng": _rng_state(), "run_config": config_to_dict(cfg), "preset": cfg.model.name}
     return atomic_torch_save(payload, path)
 
 
+def _first_nonfinite(module: torch.nn.Module) -> str | None:
+    for name, tensor in module.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
+def prepare_run_folder(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to touch an existing run unless asked: ``resume`` continues it, ``overwrite`` replaces it."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunFolderError(f"--out {out_dir} is a file, not a folder; choose a folder for the run")
+    existing = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if resume and overwrite:
+        raise RunFolderError("--resume continues a run and --overwrite replaces it: choose one")
+    if existing and not (resume or overwrite):
+        raise RunFolderError(
+            f"{out_dir} already holds a run ({', '.join(existing)}); pass --resume to continue it, --overwrite to "
+            f"replace it, or choose a new --out")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(f"cannot create the run folder {out_dir}: {exc.strerror or exc}") from None
+    clean_orphan_temps(out_dir)
+
+
+def _clear_run(out_dir: Path) -> None:
+    """--overwrite: remove the old run's files (only those a run writes), once the new run has been set up."""
+    for name in RUN_FILES:
+        target = out_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+def read_resume_state(ckpt_path: Path, cfg: RunConfig) -> dict | None:
+    """The saved training state of ``ckpt_path`` after checking that it is this run's; None when absent."""
+    if not ckpt_path.exists():
+        return None
+    saved = read_checkpoint(ckpt_path)  # weights_only; a corrupt file is a CheckpointError naming it
+    missing = [k for k in ("model", "optimizer", "train_state", "rng") if not isinstance(saved, dict) or k not in saved]
+    if missing:
+        raise CheckpointError(f"{ckpt_path}: not a flashocc training checkpoint (no {', '.join(missing)}); "
+                              f"--resume needs the last.pt that 'flashocc train' wrote")
+    if saved.get("preset") != cfg.model.name:
+        raise RunFolderError(f"{ckpt_path} is a run of preset {saved.get('preset')!r}, but the config is "
+                             f"{cfg.model.name!r}; resume with the run's own config ({ckpt_path.parent / 'config.yaml'})")
+    return saved
+
+
 def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bool = False,
-          device: str = "auto", progress: bool = True) -> dict:
-    """Train ``cfg`` on ``data_root`` (holding cfg.train_infos); returns a summary dict."""
+          device: str = "auto", progress: bool = True, overwrite: bool = False) -> dict:
+    """Train ``cfg`` on ``data_root`` (holding cfg.train_infos); returns a summary dict.
+
+    An existing run in ``out_dir`` is refused unless ``resume`` (continue from its ``last.pt``) or
+    ``overwrite`` (delete its files first). Nothing in the folder changes before a resume checkpoint has
+    been read and checked, so a failed ``--resume`` leaves the run as it was.
+    """
     info = setup_distributed(device)
     tc = cfg.train
     out_dir, data_root = Path(out_dir), Path(data_root)
+    ckpt_path = out_dir / CHECKPOINT_NAME
     if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_run_config(cfg, out_dir / "config.yaml")
-    _setup_logging(out_dir, info)
+        prepare_run_folder(out_dir, resume, overwrite)
+    saved = read_resume_state(ckpt_path, cfg) if resume else None
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
     random.seed(tc.seed)
@@ -156,23 +221,34 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
     total_steps = tc.max_iters if tc.max_iters > 0 else tc.epochs * sampler.steps_per_epoch
 
     state = TrainState()
-    ckpt_path = out_dir / CHECKPOINT_NAME
-    if resume and ckpt_path.is_file():
-        saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        unwrap_model(model).load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if ema is not None and saved.get("ema"):
-            ema.load_state_dict(saved["ema"])
-        state = TrainState(**saved["train_state"])
-        _set_rng_state(saved["rng"])
+    if saved is not None:
+        try:
+            unwrap_model(model).load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            if ema is not None and saved.get("ema"):
+                ema.load_state_dict(saved["ema"])
+            state = TrainState(**saved["train_state"])
+            _set_rng_state(saved["rng"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{ckpt_path}: cannot resume from it ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0]}); it does not match this run's config") from None
+    if info.is_main:
+        # Only now that the model, the data and any resume checkpoint have loaded does the folder change.
+        if overwrite:
+            _clear_run(out_dir)
+        save_run_config(cfg, out_dir / "config.yaml")
+        _truncate_metrics(out_dir / "metrics.jsonl", state.step)
+    _setup_logging(out_dir, info)
+    if saved is not None:
         log.info("resumed from %s at step %d (epoch %d)", ckpt_path, state.step, state.epoch)
     elif resume:
         log.info("no %s yet: starting from scratch", ckpt_path)
 
     ddp = DistributedDataParallel(model) if info.enabled else model
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.amp)
-    use_amp = amp_dtype is not None and info.device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    amp = amp_plan(tc.amp, info.device)
+    if amp.note and info.is_main:
+        log.warning(amp.note)
+    scaler = amp.grad_scaler()
     writer = _tensorboard(out_dir, info)
     bar = None
     if progress and info.is_main:
@@ -190,6 +266,7 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
     first_step = state.step
     speed_marks: deque[tuple[int, float]] = deque(maxlen=BUDGET_WINDOW // BUDGET_CALIBRATION[1] + 1)
     stop = False
+    bad_steps = 0  # non-finite steps in a row
     model.train()
     while state.step < total_steps and not stop:
         if state.step_in_epoch >= sampler.steps_per_epoch:
@@ -197,7 +274,7 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
         sampler.set_epoch(state.epoch, state.step_in_epoch)
         dataset.set_epoch(state.epoch)
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=tc.workers,
-                                             collate_fn=collate_batch, pin_memory=info.device.type == "cuda")
+                                             collate_fn=collate_batch, pin_memory=use_pin_memory(info.device))
         batches = iter(loader)
         while state.step_in_epoch < sampler.steps_per_epoch and state.step < total_steps:
             t0 = time.perf_counter()
@@ -217,8 +294,7 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
             for micro in range(tc.grad_accum_steps):
                 batch = to_device(next(batches), info.device)
                 sync = nullcontext() if not info.enabled or micro == tc.grad_accum_steps - 1 else ddp.no_sync()
-                autocast = torch.autocast("cuda", dtype=amp_dtype) if use_amp else nullcontext()
-                with sync, autocast:
+                with sync, amp.autocast():
                     losses = ddp(batch)
                     loss = sum(losses.values()) / tc.grad_accum_steps
                 scaler.scale(loss).backward() if scaler.is_enabled() else loss.backward()
@@ -226,13 +302,31 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
                     totals[k] = totals.get(k, 0.0) + float(v.detach()) / tc.grad_accum_steps
             if scaler.is_enabled():
                 scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip) if tc.grad_clip > 0 else None
-            scaler.step(optimizer) if scaler.is_enabled() else optimizer.step()
-            if scaler.is_enabled():
-                scaler.update()
+            # The norm is needed even without clipping: a non-finite one must not reach the weights.
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
+            # fp16 loss scaling makes inf gradients on purpose now and then; its scaler skips those steps itself.
+            finite_here = math.isfinite(sum(totals.values())) and (scaler.is_enabled() or math.isfinite(float(grad_norm)))
+            finite = not _all_agree(not finite_here, info)  # every rank skips together
+            if finite:
+                scaler.step(optimizer) if scaler.is_enabled() else optimizer.step()
+                if scaler.is_enabled():
+                    scaler.update()
+                if ema is not None:
+                    ema.update(model)
+                bad_steps = 0
+            else:
+                bad_steps += 1
+                what = ", ".join(f"{k} {v:.4g}" for k, v in totals.items()) + f", grad norm {float(grad_norm):.4g}"
+                log.warning("step %d: non-finite loss or gradient (%s); step skipped, weights unchanged "
+                            "(%d in a row)", state.step + 1, what, bad_steps)
+                if tc.on_nonfinite == "stop" or bad_steps >= tc.max_bad_steps:
+                    optimizer.zero_grad(set_to_none=True)
+                    raise TrainingDivergedError(
+                        f"training diverged at step {state.step + 1}: {what} ({bad_steps} step(s) in a row, "
+                        f"train.on_nonfinite={tc.on_nonfinite}, train.max_bad_steps={tc.max_bad_steps}). "
+                        f"{ckpt_path} was not replaced: it holds the last good state. Lower train.lr (now {tc.lr:g}), keep "
+                        f"train.grad_clip > 0 (now {tc.grad_clip:g}), or check the data")
             optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.update(model)
             state.step += 1
             state.step_in_epoch += 1
             state.samples_seen += sampler.samples_per_step
@@ -240,16 +334,19 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
             step_time = time.perf_counter() - t0
             totals["loss"] = sum(totals.values())
             if info.is_main:
-                record = {"step": state.step, "epoch": state.epoch, "lr": lr, **totals,
+                record = {"step": state.step, "epoch": state.epoch, "lr": lr,
+                          **{k: v if math.isfinite(v) else None for k, v in totals.items()},
                           "samples_per_s": sampler.samples_per_step / step_time,
                           "train_seconds": round(state.train_seconds, 2), "samples_seen": state.samples_seen}
-                if grad_norm is not None:
-                    record["grad_norm"] = float(grad_norm)
+                norm = float(grad_norm)
+                record["grad_norm"] = norm if math.isfinite(norm) else None
+                if not finite:
+                    record["skipped"] = True
                 with open(out_dir / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(record) + "\n")
                 if writer is not None:
                     for k, v in record.items():
-                        if k not in ("step", "epoch"):
+                        if k not in ("step", "epoch", "skipped") and v is not None:
                             writer.add_scalar(f"train/{k}", v, state.step)
                 if state.step % max(1, tc.log_every) == 0 or state.step == total_steps:
                     log.info("step %d/%d epoch %d lr %.2e loss %.4f %.2f samples/s", state.step, total_steps,
@@ -259,12 +356,13 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
                     bar.update(min(step_time, bar.total - bar.n) if tc.max_minutes > 0 else 1)
             stop = tc.max_minutes > 0 and _all_agree(state.train_seconds > tc.max_minutes * 60, info)
             periodic = tc.checkpoint_every_iters > 0 and state.step % tc.checkpoint_every_iters == 0
-            if info.is_main and (periodic or stop):
+            if info.is_main and (periodic or stop) and bad_steps == 0:
                 save_training_state(ckpt_path, model, optimizer, ema, state, cfg)
             if stop:
                 break
         del batches, loader
-        if info.is_main and not stop:
+        # Weights whose last loss was non-finite are not "good": the checkpoint before them is kept.
+        if info.is_main and not stop and bad_steps == 0:
             save_training_state(ckpt_path, model, optimizer, ema, state, cfg)
         epoch_done = state.step_in_epoch >= sampler.steps_per_epoch
         if not stop and epoch_done and tc.eval_every_epochs > 0 and (state.epoch + 1) % tc.eval_every_epochs == 0:
@@ -285,10 +383,12 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
 def _evaluate_epoch(cfg: RunConfig, data_root: Path, model, state: TrainState, info: DistInfo, out_dir: Path,
                     writer) -> None:
     """mIoU on the val split (every rank scores its share; totals are summed), logged by rank 0."""
-    from flashocc.engine.evaluate import eval_dataset, evaluate_model
+    from flashocc.engine.evaluate import eval_dataset, eval_infos_path, evaluate_model
 
+    # mIoU only (RayIoU would add minutes per epoch); the mask and grid are the run's, as in 'flashocc eval'.
     result = evaluate_model(model, eval_dataset(cfg, data_root), info.device, ("miou",), cfg.eval.batch_size,
-                            cfg.eval.workers, info)
+                            cfg.eval.workers, info, mask=cfg.eval.mask, grid=cfg.model.grid,
+                            split=str(eval_infos_path(cfg, data_root)))
     if info.is_main:
         log.info("epoch %d val mIoU %.2f", state.epoch, result["mIoU"])
         with open(out_dir / "metrics.jsonl", "a") as f:
@@ -297,11 +397,29 @@ def _evaluate_epoch(cfg: RunConfig, data_root: Path, model, state: TrainState, i
             writer.add_scalar("val/mIoU", result["mIoU"], state.step)
 
 
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop rows logged after the checkpoint being resumed (a kill leaves them behind), so the file keeps
+    one row per step; a fresh run (step 0) starts an empty file."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row_step = json.loads(line).get("step", 0)
+        except (ValueError, AttributeError):
+            continue  # a torn last line from a kill
+        if isinstance(row_step, int) and row_step <= step:
+            kept.append(line)
+    with atomic_write(path, "w") as f:
+        f.write("".join(f"{line}\n" for line in kept))
+
+
 def _planned_steps(state: TrainState, since: tuple[int, float], max_minutes: float, info: DistInfo) -> int:
     """Optimiser steps a time budget holds at the speed measured since ``since`` (step, seconds); the
     slowest process decides. Kept in the checkpoint, so a resumed run follows it until it re-measures."""
     per_step = (state.train_seconds - since[1]) / (state.step - since[0])
-    estimate = torch.tensor([state.step + (max_minutes * 60 - state.train_seconds) / max(per_step, 1e-6)])
+    estimate = torch.tensor([state.step + (max_minutes * 60 - state.train_seconds) / max(per_step, 1e-6)],
+                            device=collective_device(info.device))  # NCCL/HCCL reduce device tensors only
     if info.enabled:
         torch.distributed.all_reduce(estimate, op=torch.distributed.ReduceOp.MIN)
     return max(state.step + 1, int(estimate.item()))
@@ -311,6 +429,6 @@ def _all_agree(flag: bool, info: DistInfo) -> bool:
     """Every rank stops together when any rank's clock says so."""
     if not info.enabled:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=info.device if info.device.type == "cuda" else "cpu")
+    t = torch.tensor([1.0 if flag else 0.0], device=collective_device(info.device))
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
     return bool(t.item() > 0)

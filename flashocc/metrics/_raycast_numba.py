@@ -13,7 +13,8 @@ def cast_kernel(codes, sx, sy, sz, nvol, origins, endpoints, out_index, out_dist
 
     Arguments: codes (X*Y*Z,) uint8 occupancy bitmask, grid sizes, number of volumes V,
     origins (K, 3) float32 and end points (K, R, 3) float32 in voxel units, outputs index (V, K, R)
-    int64 and dist (V, K, R) float64. Semantics: metrics_and_data.md §3.4.
+    int64 and dist (V, K, R) float64. Semantics: FlashOCC@4084861 lib/dvr/dvr.cu, render_forward
+    (docs/official-behaviour.md#rayiou-rays-and-traversal).
     """
     k_count = endpoints.shape[0]
     r_count = endpoints.shape[1]

@@ -8,7 +8,7 @@ are three ways to combine them:
 * ``a.state()`` -> dict of torch tensors, ``a.load_state(d)``: move totals around by hand;
 * ``a.all_reduce(group=None, device=None)``: sum the totals over every rank of an initialised
   ``torch.distributed`` process group in place (call it on every rank before ``compute()``; with
-  NCCL pass ``device="cuda"``).
+  NCCL or HCCL pass the process's device, ``flashocc.device.collective_device`` says which).
 """
 from __future__ import annotations
 

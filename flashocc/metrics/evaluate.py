@@ -7,7 +7,12 @@ Prediction layouts, all keyed by the nuScenes sample token:
 * flat: ``<token>.npz`` with key ``semantics``, ``pred`` or ``arr_0`` (challenge submission).
 
 Ground truth: ``<gt_dir>/<scene>/<token>/labels.npz`` with ``semantics``, ``mask_camera``,
-``mask_lidar`` (metrics_and_data.md §1.1). RayIoU origins come from the info file's poses.
+``mask_lidar``. RayIoU origins come from the info file's poses.
+
+With the split's info file every sample it lists must have a prediction and every prediction must be
+for a listed sample, so that a partial or mixed folder never prints a score that looks like the
+split's; ``allow_missing`` / ``ignore_extra`` relax this, and the report then says so. Scoring itself
+is ``flashocc.metrics.scorer.OccScorer``, the same scorer as ``flashocc eval``.
 """
 from __future__ import annotations
 
@@ -15,149 +20,157 @@ import json
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from flashocc.atomic import atomic_write
+from flashocc.data.occ3d import read_npz
+from flashocc.errors import ConfigError, DataError, MissingFileError
 from flashocc.grid import OCC3D_NUSCENES, OccGrid
 from flashocc.metrics.common import as_label_volume, as_mask
-from flashocc.metrics.fscore import OccFScore
-from flashocc.metrics.miou import OccMIoU
-from flashocc.metrics.rayiou import RayIoU
+from flashocc.metrics.scorer import EXAMPLES_SHOWN, OccScorer, ScoreConfig
 
-METRICS: tuple[str, ...] = ("miou", "rayiou", "fscore")
-MASKS: tuple[str, ...] = ("camera", "lidar", "none")
 _PRED_KEYS: tuple[str, ...] = ("semantics", "pred", "arr_0")
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    metrics: tuple[str, ...] = ("miou",)
-    mask: str = "camera"               # voxel mask for mIoU / F-score (official: camera); RayIoU uses none
-    backend: str = "auto"              # ray caster: auto | numba | torch
-    workers: int = 2                   # threads reading .npz files ahead of the scoring loop
-
-    def __post_init__(self) -> None:
-        unknown = [m for m in self.metrics if m not in METRICS]
-        if unknown or not self.metrics:
-            raise ValueError(f"unknown metric(s) {unknown or '(none)'}; choose from {', '.join(METRICS)}")
-        if self.mask not in MASKS:
-            raise ValueError(f"mask must be one of {', '.join(MASKS)}, got {self.mask!r}")
 
 
 def index_ground_truth(gt_dir: str | os.PathLike) -> dict[str, Path]:
     """{token: labels.npz} for an Occ3D ``gts/`` tree (``gt_dir`` or ``gt_dir/gts``)."""
     root = Path(gt_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"ground-truth folder not found: {root}")
+        raise MissingFileError(f"ground-truth folder not found: {root}")
     if (root / "gts").is_dir():
         root = root / "gts"
     found = {p.parent.name: p for p in root.glob("*/*/labels.npz")}
     if not found:
-        raise FileNotFoundError(f"no <scene>/<token>/labels.npz under {root}; expected an Occ3D gts/ tree")
+        raise MissingFileError(f"no <scene>/<token>/labels.npz under {root}; expected an Occ3D gts/ tree")
     return found
+
+
+def prediction_files(root: str | os.PathLike) -> list[tuple[str, Path]]:
+    """(token, file) of every prediction under ``root`` in any of the three layouts, sorted by path."""
+    root = Path(root)
+    found = [(p.parent.name, p) for p in root.glob("*/*/labels.npz")]
+    found += [(p.parent.name, p) for p in root.glob("*/*/pred.npz")]
+    found += [(p.stem, p) for p in root.glob("*.npz")]
+    return sorted(found, key=lambda x: str(x[1]))
 
 
 def index_predictions(pred_dir: str | os.PathLike) -> dict[str, Path]:
     """{token: .npz} for any of the three prediction layouts (see the module docstring)."""
     root = Path(pred_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"prediction folder not found: {root}")
+        raise MissingFileError(f"prediction folder not found: {root}")
     found: dict[str, Path] = {}
-    candidates = [(p.parent.name, p) for p in root.glob("*/*/labels.npz")]
-    candidates += [(p.parent.name, p) for p in root.glob("*/*/pred.npz")]
-    candidates += [(p.stem, p) for p in root.glob("*.npz")]
-    for token, path in sorted(candidates, key=lambda x: str(x[1])):
+    for token, path in prediction_files(root):
         if token in found:
-            raise ValueError(f"two predictions for sample {token}: {found[token]} and {path}")
+            raise DataError(f"two predictions for sample {token}: {found[token]} and {path}")
         found[token] = path
     if not found:
-        raise FileNotFoundError(f"no predictions under {root}: expected <scene>/<token>/labels.npz, "
-                                f"<scene>/<token>/pred.npz or <token>.npz")
+        raise MissingFileError(f"no predictions under {root}: expected <scene>/<token>/labels.npz, "
+                               f"<scene>/<token>/pred.npz or <token>.npz")
     return found
 
 
-def load_prediction(path: Path, grid: OccGrid = OCC3D_NUSCENES) -> np.ndarray:
-    with np.load(path) as z:
-        key = next((k for k in _PRED_KEYS if k in z.files), None)
-        if key is None:
-            raise ValueError(f"{path}: no prediction array; expected one of keys {list(_PRED_KEYS)}, found {z.files}")
-        return as_label_volume(z[key], f"{path} [{key}]", grid)
+def load_prediction(path: Path, grid: OccGrid = OCC3D_NUSCENES, token: str | None = None) -> np.ndarray:
+    """The label volume of one prediction file; every failure is a ``DataError`` naming the file (and token)."""
+    where = f"sample {token}: {path}" if token else str(path)
+    arrays, present = read_npz(path, _PRED_KEYS, where, "prediction archive")
+    key = next((k for k in _PRED_KEYS if k in arrays), None)
+    if key is None:
+        raise DataError(f"{where}: no prediction array; expected one of keys {list(_PRED_KEYS)}, found {present}")
+    return _as_data(as_label_volume, arrays[key], f"{where} [{key}]", grid)
 
 
-def load_ground_truth(path: Path, grid: OccGrid = OCC3D_NUSCENES) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        missing = [k for k in ("semantics", "mask_camera", "mask_lidar") if k not in z.files]
-        if missing:
-            raise ValueError(f"{path}: missing keys {missing}; Occ3D labels.npz holds semantics, mask_lidar, "
-                             f"mask_camera")
-        sem = as_label_volume(z["semantics"], f"{path} [semantics]", grid)
-        return {"semantics": sem,
-                "mask_camera": as_mask(z["mask_camera"], f"{path} [mask_camera]", sem.shape),
-                "mask_lidar": as_mask(z["mask_lidar"], f"{path} [mask_lidar]", sem.shape)}
+def load_ground_truth(path: Path, grid: OccGrid = OCC3D_NUSCENES, token: str | None = None) -> dict[str, np.ndarray]:
+    """semantics, mask_camera, mask_lidar of one Occ3D ``labels.npz``; failures are ``DataError`` naming the file."""
+    where = f"sample {token}: {path}" if token else str(path)
+    keys = ("semantics", "mask_camera", "mask_lidar")
+    z, present = read_npz(path, keys, where, "ground-truth archive")
+    missing = [k for k in keys if k not in z]
+    if missing:
+        raise DataError(f"{where}: missing keys {missing}; Occ3D labels.npz holds semantics, mask_lidar, "
+                        f"mask_camera (found {present})")
+    sem = _as_data(as_label_volume, z["semantics"], f"{where} [semantics]", grid)
+    return {"semantics": sem,
+            "mask_camera": _as_data(as_mask, z["mask_camera"], f"{where} [mask_camera]", sem.shape),
+            "mask_lidar": _as_data(as_mask, z["mask_lidar"], f"{where} [mask_lidar]", sem.shape)}
+
+
+def _as_data(check: Callable[..., np.ndarray], *args) -> np.ndarray:
+    # The array checks raise plain ValueError / TypeError (they also serve in-memory arrays); from a file
+    # the same message is a DataError, which commands print without a traceback.
+    try:
+        return check(*args)
+    except (TypeError, ValueError) as exc:
+        raise DataError(str(exc)) from exc
 
 
 def evaluate_dirs(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, infos: Sequence[Any] | None = None,
-                  config: EvalConfig = EvalConfig(), grid: OccGrid = OCC3D_NUSCENES,
-                  on_sample: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Score every prediction in ``pred_dir``; ``infos`` (SampleInfo list of the split) gives RayIoU origins.
+                  config: ScoreConfig = ScoreConfig(), grid: OccGrid = OCC3D_NUSCENES,
+                  on_sample: Callable[[], None] | None = None, *, split: str | None = None, workers: int = 2,
+                  allow_missing: bool = False, ignore_extra: bool = False) -> dict[str, Any]:
+    """Score the predictions in ``pred_dir`` against ``gt_dir``; returns ``OccScorer.result()``.
 
-    Returns a JSON-able dict: ``num_samples``, ``mask``, and per metric its headline values
-    (``mIoU`` 0..100, ``RayIoU``/``RayIoU@t`` 0..1, ``F-score`` 0..1) plus ``*_per_class`` tables.
+    ``infos``: the split's SampleInfo list (``split`` names it in messages, e.g. its file). Then every
+    listed sample needs a prediction (else ``MissingFileError`` with the count, the first tokens and
+    the paths expected) unless ``allow_missing``, and a prediction for a sample the split does not
+    list fails (``DataError``) unless ``ignore_extra`` skips it; ``result["coverage"]`` records both.
+    Without ``infos`` every prediction found is scored and the coverage is marked unchecked. RayIoU
+    needs ``infos`` for its ray origins. ``workers`` threads read files ahead of the scoring loop.
     """
-    preds = index_predictions(pred_dir)
+    if "rayiou" in config.metrics and infos is None:
+        raise ConfigError("RayIoU needs the split's info file for its ray origins: pass --infos FILE")
+    pred_root = Path(pred_dir)
+    preds = index_predictions(pred_root)
     gts = index_ground_truth(gt_dir)
-    tokens = sorted(preds)
-    missing = [t for t in tokens if t not in gts]
-    if missing:
-        raise FileNotFoundError(f"no ground truth in {gt_dir} for {len(missing)} predicted sample(s), e.g. "
-                                f"token {missing[0]} ({preds[missing[0]]}); expected <scene>/{missing[0]}/labels.npz")
+    samples: list[Any] = []
+    if infos is None:
+        scorer = OccScorer(config, grid)
+        tokens = sorted(preds)
+    else:
+        samples = list(infos)
+        name = split or "the info list"
+        listed = {s.token: s for s in samples}
+        scorer = OccScorer(config, grid, expected=listed, split=name, allow_missing=allow_missing)
+        missing = sorted(t for t in listed if t not in preds)
+        extra = sorted(t for t in preds if t not in listed)
+        if missing and not allow_missing:
+            expected = "; ".join(f"{t} (expected {pred_root / (listed[t].scene_name or '<scene>') / t / 'labels.npz'})"
+                                 for t in missing[:EXAMPLES_SHOWN])
+            raise MissingFileError(
+                f"{len(missing)} of {len(listed)} samples listed in {name} have no prediction under {pred_root}, "
+                f"e.g. {expected}; predict the whole split, or pass --allow-missing to score only those found")
+        if extra and not ignore_extra:
+            shown = ", ".join(str(preds[t]) for t in extra[:EXAMPLES_SHOWN])
+            raise DataError(
+                f"{len(extra)} of {len(preds)} predictions under {pred_root} are for samples that {name} does not "
+                f"list (stale files from another run or split?), e.g. {shown}; predict into an empty folder, or "
+                f"pass --ignore-extra to skip them")
+        scorer.ignore(extra)
+        tokens = sorted(t for t in preds if t in listed)
+        if not tokens:
+            raise MissingFileError(f"none of the {len(preds)} predictions under {pred_root} is for a sample "
+                                   f"listed in {name}")
+    no_gt = [t for t in tokens if t not in gts]
+    if no_gt:
+        raise MissingFileError(f"no ground truth in {gt_dir} for {len(no_gt)} predicted sample(s), e.g. "
+                               f"token {no_gt[0]} ({preds[no_gt[0]]}); expected <scene>/{no_gt[0]}/labels.npz")
     origins: dict[str, np.ndarray] = {}
-    if "rayiou" in config.metrics:
-        if infos is None:
-            raise ValueError("RayIoU needs the split's info file for its ray origins: pass --infos FILE")
+    if scorer.needs_origins:
         from flashocc.metrics.origins import ray_origins_from_infos
 
-        origins = ray_origins_from_infos(infos)
-        absent = [t for t in tokens if t not in origins]
-        if absent:
-            raise KeyError(f"{len(absent)} predicted sample(s) are not in the info file, e.g. {absent[0]} "
-                           f"({preds[absent[0]]}); RayIoU origins need every sample's poses")
-
-    miou = OccMIoU(grid) if "miou" in config.metrics else None
-    rayiou = RayIoU(grid, backend=config.backend) if "rayiou" in config.metrics else None
-    fscore = OccFScore(grid) if "fscore" in config.metrics else None
-    mask_key = {"camera": "mask_camera", "lidar": "mask_lidar", "none": None}[config.mask]
+        origins = ray_origins_from_infos(samples)   # the whole split: origins come from a scene's keyframes
 
     def load(token: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         return load_prediction(preds[token], grid), load_ground_truth(gts[token], grid)
 
-    for token, (pred, gt) in zip(tokens, _prefetch(load, tokens, config.workers)):
-        mask = gt[mask_key] if mask_key else None
-        if miou is not None:
-            miou.update(pred, gt["semantics"], mask)
-        if rayiou is not None:
-            rayiou.update(pred, gt["semantics"], origins[token])
-        if fscore is not None:
-            fscore.update(pred, gt["semantics"], mask)
+    for token, (pred, gt) in zip(tokens, _prefetch(load, tokens, workers)):
+        scorer.update(token, pred, gt, origins.get(token))
         if on_sample is not None:
             on_sample()
-
-    result: dict[str, Any] = {"num_samples": len(tokens), "mask": config.mask}
-    if miou is not None:
-        r = miou.compute()
-        result.update({"mIoU": r["mIoU"], "mIoU_per_class": r["per_class"]})
-    if rayiou is not None:
-        r = rayiou.compute()
-        result.update({k: v for k, v in r.items() if k.startswith("RayIoU")})
-        result["RayIoU_per_class"] = r["per_class"]
-    if fscore is not None:
-        r = fscore.compute()
-        result.update({"F-score": r["F-score"], "accuracy": r["accuracy"], "completeness": r["completeness"]})
-    return result
+    return scorer.result()
 
 
 def _prefetch(load: Callable[[str], Any], tokens: list[str], workers: int):
@@ -181,7 +194,8 @@ def _prefetch(load: Callable[[str], Any], tokens: list[str], workers: int):
 
 
 def format_report(result: dict[str, Any]) -> str:
-    """Per-class tables in the layout of the official tools (flashocc.md §5.1-5.2)."""
+    """Per-class tables in the layout of the official tools (FlashOCC@4084861
+    projects/mmdet3d_plugin/core/evaluation/occ_metrics.py and ray_metrics.py), then the coverage line."""
     lines: list[str] = []
     n = result["num_samples"]
     if "mIoU" in result:
@@ -202,6 +216,10 @@ def format_report(result: dict[str, Any]) -> str:
     if "F-score" in result:
         lines.append(f"F-score of {n} samples: {result['F-score']:.4f} (accuracy {result['accuracy']:.4f}, "
                      f"completeness {result['completeness']:.4f})")
+    if "coverage" in result:
+        cov = result["coverage"]
+        flag = "" if cov["complete"] else ("WARNING: not the whole split: " if cov["checked"] else "note: ")
+        lines.append(f"{flag}{cov['summary']}")
     return "\n".join(lines)
 
 

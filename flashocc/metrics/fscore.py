@@ -1,4 +1,8 @@
-"""Geometric F-score of the occupancy challenge devkit (metrics_and_data.md §2.2, flashocc.md §5.1)."""
+"""Geometric F-score of the occupancy challenge devkit.
+
+Upstream: Occ3D-devkit@4781df9 projects/mmdet3d_plugin/datasets/occ_metrics.py, Metric_FScore (also in
+FlashOCC@4084861 projects/mmdet3d_plugin/core/evaluation/occ_metrics.py); docs/official-behaviour.md#f-score.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -21,7 +25,7 @@ class OccFScore(MergeableState):
     F = 2 / (1/(acc + 1e-8) + 1/(comp + 1e-8)); all three are 0 when the prediction (or the GT) is
     empty. Defaults 0.6 m are the class defaults; the BEVFormer baseline used 0.4 m / 0.4 m.
 
-    Official bug (metrics_and_data.md §2.2): the devkit writes 255 into the caller's arrays; here
+    Official bug (devkit ``Metric_FScore.add_batch``): the devkit writes 255 into the caller's arrays; here
     the inputs are never modified. Needs scipy (``pip install scipy``) for the KD-tree.
     Totals (sums of per-sample values) merge across processes (``flashocc.metrics.common``).
     """

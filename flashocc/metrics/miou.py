@@ -1,4 +1,8 @@
-"""Occ3D voxel mIoU: one dataset-level confusion matrix (metrics_and_data.md §2.1, flashocc.md §5.1)."""
+"""Occ3D voxel mIoU: one dataset-level confusion matrix.
+
+Upstream: FlashOCC@4084861 projects/mmdet3d_plugin/core/evaluation/occ_metrics.py, Metric_mIoU; see
+docs/official-behaviour.md#miou-with-the-camera-mask.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -17,7 +21,7 @@ class OccMIoU(MergeableState):
     GT ``mask_camera`` for the official protocol, ``mask_lidar`` for the LiDAR variant, or None to
     score every voxel. ``compute()`` gives per-class IoU = diag / (row + col - diag) and mIoU, the
     NaN-mean over the non-free classes, x100. ``free`` is in the matrix but not in the mean, and a
-    class whose union is empty over the split is skipped (official behaviour, §2.1 notes).
+    class whose union is empty over the split is skipped (official ``Metric_mIoU.count_miou``).
 
     Totals merge across processes: see ``flashocc.metrics.common``.
     """
@@ -35,7 +39,7 @@ class OccMIoU(MergeableState):
     def update(self, pred: Any, gt: Any, mask: Any = None) -> None:
         """Add predictions and ground truth, uint8 (..., X, Y, Z) label volumes indexed [x, y, z].
 
-        Official bug (metrics_and_data.md §2.1 step 3): the official code filters only the GT, so a
+        Official bug (``occ_metrics.py, Metric_mIoU.hist_info``): the official code filters only the GT, so a
         prediction >= 18 silently corrupts the matrix; here any label outside 0..17 raises.
         """
         pred = as_label_volume(pred, "pred", self.grid, batched=True)

@@ -1,4 +1,5 @@
-"""RayIoU query-ray origins from the scene's keyframe poses ("temporal casting", metrics_and_data.md §3.2).
+"""RayIoU query-ray origins from the scene's keyframe poses ("temporal casting"; SparseOcc@af4d9df
+loaders/ego_pose_dataset.py, EgoPoseDataset.__getitem__; docs/official-behaviour.md#rayiou-origins).
 
 For a reference keyframe r, every keyframe f of the same scene contributes its LiDAR position
 expressed in r's ego frame: ``lidar2ego_r @ inv(ego2global_r @ lidar2ego_r) @ (ego2global_f @
@@ -34,7 +35,7 @@ def scene_ray_origins(samples: Sequence[SampleInfo], max_origins: int = MAX_ORIG
             if f == r:
                 in_ref_lidar = np.zeros(3, dtype=np.float32)
             else:
-                # Official quirk (metrics_and_data.md §3.2, EgoPoseDataset): the position in the
+                # Official quirk (SparseOcc EgoPoseDataset.__getitem__): the position in the
                 # reference LiDAR frame is rounded to float32 before going to the ego frame.
                 in_ref_lidar = (ref_lidar_from_global @ lidar2global[f])[:3, 3].astype(np.float32)
             origin = np.asarray(ref.lidar2ego, dtype=np.float64)[:3] @ np.append(in_ref_lidar.astype(np.float64), 1.0)

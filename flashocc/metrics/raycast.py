@@ -1,6 +1,7 @@
 """Exact voxel ray casting for RayIoU / RayPQ: the official ``dvr.render_forward`` in "test" mode.
 
-The official op (metrics_and_data.md §3.4) walks each ray with an Amanatides–Woo DDA from
+The official op (FlashOCC@4084861 lib/dvr/dvr.cu, render_forward, the same file as SparseOcc's; see
+docs/official-behaviour.md#rayiou-rays-and-traversal) walks each ray with an Amanatides–Woo DDA from
 ``int(origin)`` (truncation toward zero) until it leaves the grid, records the *exit* distance of
 every in-grid voxel, and returns the first occupied voxel with its exit distance, or the last
 in-grid voxel when nothing is hit, or distance -1 at voxel (0, 0, 0) when the ray never enters.
@@ -35,7 +36,8 @@ _MAX_VOLUMES = 8                    # occupancy of all volumes is packed into on
 
 
 def lidar_ray_directions() -> np.ndarray:
-    """(14040, 3) float32 unit directions in the ego frame, pitch-major (metrics_and_data.md §3.3).
+    """(14040, 3) float32 unit directions in the ego frame, pitch-major (SparseOcc@af4d9df
+    loaders/ray_metrics.py, generate_lidar_rays).
 
     39 pitches: -(pi/2 - atan(k)) for k = 1..10, then constant steps while the last is < 0.21 rad;
     360 integer-degree azimuths each.
@@ -54,9 +56,9 @@ def to_voxel_units(origins: np.ndarray, directions: np.ndarray, grid: OccGrid) -
     """Origins (K, 3) and unit directions (R, 3) in metres -> float32 voxel-unit origins (K, 3) and
     ray end points (K, R, 3), rounded exactly as the official caller does.
 
-    Official quirk (metrics_and_data.md §3.4): the end point is origin + 1 m, both shifted by the
-    float32 range minimum, divided by the float32 voxel size in float64, then rounded to float32;
-    the kernel re-derives the direction from these rounded values.
+    Official quirk (SparseOcc loaders/ray_metrics.py, process_one_sample): the end point is origin + 1 m,
+    both shifted by the float32 range minimum, divided by the float32 voxel size in float64, then
+    rounded to float32; the kernel re-derives the direction from these rounded values.
     """
     lower = np.asarray(grid.lower, dtype=np.float32).astype(np.float64)
     size = np.asarray(grid.voxel_size, dtype=np.float32).astype(np.float64)
@@ -70,8 +72,8 @@ def to_voxel_units(origins: np.ndarray, directions: np.ndarray, grid: OccGrid) -
 def pack_occupancy(volumes: list[np.ndarray], free_label: int) -> np.ndarray:
     """Labels -> one uint8 (X, Y, Z) bitmask: bit v set where volume v is occupied (label != free).
 
-    Official quirk (metrics_and_data.md §3.4): any label other than free counts as occupied,
-    ignore values included; callers validate labels first.
+    Official quirk (SparseOcc loaders/ray_metrics.py, process_one_sample): any label other than free
+    counts as occupied, ignore values included; callers validate labels first.
     """
     if not 1 <= len(volumes) <= _MAX_VOLUMES:
         raise ValueError(f"cast_rays takes 1..{_MAX_VOLUMES} volumes, got {len(volumes)}")
@@ -215,7 +217,7 @@ def _cast_torch(codes: torch.Tensor, num_volumes: int, origins_vox: np.ndarray,
             rays = {key: v[~exited] for key, v in rays.items()}
             inside = inside[~exited]
         rays["was_inside"] |= inside
-        # Official tie-breaking (metrics_and_data.md §3.4 (b)): X only if strictly smallest, Y over X, Z on ties.
+        # Official tie-breaking (lib/dvr/dvr.cu): X only if strictly smallest, Y over X, Z on ties.
         tx, ty, tz = rays["t_max"].unbind(-1)
         axis = torch.where(tx < ty, torch.where(tx < tz, 0, 2), torch.where(ty < tz, 1, 2))[:, None]
         exit_d = rays["t_max"].gather(1, axis)[:, 0]

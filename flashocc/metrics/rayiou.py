@@ -1,4 +1,9 @@
-"""RayIoU (SparseOcc; metrics_and_data.md §3, flashocc.md §5.2): semantic first-hit IoU along LiDAR-like rays."""
+"""RayIoU: semantic first-hit IoU along LiDAR-like rays.
+
+Upstream: SparseOcc@af4d9df loaders/ray_metrics.py (copied as FlashOCC@4084861
+projects/mmdet3d_plugin/core/evaluation/ray_metrics.py); see
+docs/official-behaviour.md#rayiou-and-raypq-scoring.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -62,12 +67,13 @@ class RayCaster:
             codes = torch.as_tensor(codes, device=self.device)
         index, dist = cast_rays(codes, 2, o_vox, e_vox, self.backend)
         index = index.reshape(2, -1)
-        # Official quirk (metrics_and_data.md §3.4): the float64 distance is stored as float32 and then
-        # scaled by the voxel size in float32; TP tests compare these float32 values.
+        # Official quirk (FlashOCC@4084861 lib/dvr/dvr.cu, render_forward, and ray_metrics.py,
+        # process_one_sample): the float64 distance is stored as float32 and then scaled by the voxel size in
+        # float32; TP tests compare these float32 values.
         dist = dist.reshape(2, -1).astype(np.float32) * np.float32(self.grid.voxel_size[0])
         gt_label = gt.reshape(-1)[index[0]]
         pred_label = pred.reshape(-1)[index[1]]
-        # Rays whose GT hits nothing (free) are not scored (§3.5 step 1).
+        # Rays whose GT hits nothing (free) are not scored (ray_metrics.py, main: valid_mask).
         keep = gt_label != self.grid.free_label
         return RayHits(gt_label[keep].astype(np.int64), pred_label[keep].astype(np.int64),
                        dist[0][keep], dist[1][keep], index[0][keep], index[1][keep])

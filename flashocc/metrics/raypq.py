@@ -1,4 +1,8 @@
-"""RayPQ: panoptic quality over ray first hits (metrics_and_data.md §3.6, flashocc.md §5.3)."""
+"""RayPQ: panoptic quality over ray first hits.
+
+Upstream: SparseOcc@af4d9df loaders/ray_pq.py, Metric_RayPQ (copied as FlashOCC@4084861
+projects/mmdet3d_plugin/core/evaluation/ray_pq.py); docs/official-behaviour.md#rayiou-and-raypq-scoring.
+"""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -59,7 +63,7 @@ class RayPQ(MergeableState):
         self._totals["num_samples"] += 1
 
     def _gt_segments(self, sem: np.ndarray, inst: np.ndarray) -> np.ndarray:
-        """Official re-labelling of GT ids over the sample's rays (§3.6).
+        """Official re-labelling of GT ids over the sample's rays (``Metric_RayPQ``).
 
         An instance's class is its rays' unique GT class (free if not unique). Thing classes keep one
         segment per instance, every other class present becomes one segment. Rays left unassigned

@@ -1,11 +1,15 @@
 """Camera-aware depth net (BEVDepth style) and the stereo LSS view transformer of BEVStereo4D.
 
-``DepthNet`` (flashocc.md §3.8): a 27-d camera vector (intrinsics, image augmentation, BEV
-augmentation, extrinsics) modulates the image features through squeeze-excitation gates, one for
-depth and one for context; the depth branch adds the stereo cost volume, three BasicBlocks and an
-ASPP. Child names follow the official module so ``img_view_transformer.depth_net.*`` keys load.
+``DepthNet`` (FlashOCC@4084861 projects/mmdet3d_plugin/models/model_utils/depthnet.py, DepthNet): a
+27-d camera vector (intrinsics, image augmentation, BEV augmentation, extrinsics) modulates the image
+features through squeeze-excitation gates, one for depth and one for context; the depth branch adds
+the stereo cost volume, three BasicBlocks and an ASPP. Child names follow the official module so
+``img_view_transformer.depth_net.*`` keys load. Like the plain depth net it is a
+``view_transformer.DepthContextNet``: the depth/context split and the pooling are shared code.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +18,7 @@ from torch import nn
 from flashocc.geometry import create_frustum, depth_bin_values, frustum_to_ego
 from flashocc.models.resnet import BasicBlock
 from flashocc.models.stereo import cost_volume_grid, stereo_cost_volume
+from flashocc.models.view_transformer import DepthContextNet, Lifted, LiftSplat
 from flashocc.ops.bev_pool import bev_pool, prepare_bev_pool
 
 MLP_INPUT_DIM = 27
@@ -22,7 +27,9 @@ MLP_INPUT_DIM = 27
 def camera_mlp_input(sensor2keyego: torch.Tensor, intrinsics: torch.Tensor, post_rots: torch.Tensor,
                      post_trans: torch.Tensor, bda: torch.Tensor) -> torch.Tensor:
     """(B, N, 27): fx, fy, cx, cy, post_rot[0,0], [0,1], post_tran[0], post_rot[1,0], [1,1],
-    post_tran[1], bda[0,0], [0,1], [1,0], [1,1], [2,2], then sensor2keyego[:3, :4] row-major (§3.8)."""
+    post_tran[1], bda[0,0], [0,1], [1,0], [1,1], [2,2], then sensor2keyego[:3, :4] row-major
+    (FlashOCC@4084861 projects/mmdet3d_plugin/models/necks/view_transformer.py,
+    LSSViewTransformerBEVDepth.get_mlp_input)."""
     b, n = sensor2keyego.shape[:2]
     bda = bda.view(b, 1, 3, 3).expand(b, n, 3, 3)
     scalars = torch.stack([
@@ -88,16 +95,17 @@ class ASPP(nn.Module):
         return self.dropout(F.relu(self.bn1(self.conv1(x))))
 
 
-class DepthNet(nn.Module):
-    """Image features (B·N, C_in, fH, fW) + camera vector -> cat[depth logits (D), context (C)].
+class DepthNet(DepthContextNet):
+    """Image features (B·N, C_in, fH, fW) + camera vector -> (depth probabilities (D), context (C)).
 
-    With ``stereo``, the stride-4 cost volume (B·N, D, 4fH, 4fW) is reduced by ``cost_volumn_net``
-    (two stride-2 conv+BN, official spelling) and concatenated to the depth branch.
+    ``features`` gives cat[depth logits (D), context (C)]. With ``stereo``, the stride-4 cost volume
+    (B·N, D, 4fH, 4fW) is reduced by ``cost_volumn_net`` (two stride-2 conv+BN, official spelling) and
+    concatenated to the depth branch.
     """
 
     def __init__(self, in_channels: int, mid_channels: int, context_channels: int, depth_channels: int,
                  aspp_mid_channels: int = 96, stereo: bool = True) -> None:
-        super().__init__()
+        super().__init__(depth_channels, context_channels)
         self.depth_channels, self.stereo = depth_channels, stereo
         self.reduce_conv = nn.Sequential(nn.Conv2d(in_channels, mid_channels, 3, padding=1),
                                          nn.BatchNorm2d(mid_channels), nn.ReLU(inplace=True))
@@ -119,7 +127,8 @@ class DepthNet(nn.Module):
             BasicBlock(mid_channels, mid_channels), ASPP(mid_channels, aspp_mid_channels),
             nn.Conv2d(mid_channels, depth_channels, 1))
 
-    def forward(self, x: torch.Tensor, mlp_input: torch.Tensor, cost_volume: torch.Tensor | None = None) -> torch.Tensor:
+    def features(self, x: torch.Tensor, mlp_input: torch.Tensor, cost_volume: torch.Tensor | None = None
+                 ) -> torch.Tensor:
         """x (B·N, C_in, fH, fW); mlp_input (B, N, 27); cost_volume (B·N, D, 4fH, 4fW) or None.
 
         Without a cost volume (no previous frame) the stereo branch sees zeros, as officially.
@@ -136,58 +145,53 @@ class DepthNet(nn.Module):
         return torch.cat([self.depth_conv(depth), context], dim=1)
 
 
-class StereoViewTransformer(nn.Module):
-    """LSS with the camera-aware ``DepthNet`` and a stereo cost volume (``LSSViewTransformerBEVStereo``).
+class StereoViewTransformer(LiftSplat):
+    """Lift-splat with the camera-aware ``DepthNet`` and a stereo cost volume (official
+    ``LSSViewTransformerBEVStereo``, FlashOCC@4084861 projects/mmdet3d_plugin/models/necks/view_transformer.py).
 
-    Same pooling semantics and attribute names (``downsample``, ``depth_bins``, ``sid``,
-    ``num_depth``, ``frustum``) as ``LSSViewTransformer``; ``cv_frustum`` is the stride-4 frustum of
-    the cost volume. Neither frustum is in the state dict (official plain attributes).
+    ``cv_frustum`` is the stride-4 frustum of the cost volume; neither frustum is in the state dict
+    (official plain attributes).
     """
 
     def __init__(self, in_channels: int, out_channels: int, input_size: tuple[int, int], downsample: int,
                  depth_bins: tuple[float, float, float], lower: tuple[float, float, float],
                  interval: tuple[float, float, float], grid_size: tuple[int, int, int], sid: bool = True,
                  aspp_mid_channels: int = 96, cost_volume_bias: float = 5.0, stereo_downsample: int = 4) -> None:
-        super().__init__()
-        self.out_channels = out_channels
-        self.input_size, self.downsample = tuple(input_size), downsample
-        self.depth_bins, self.sid = tuple(depth_bins), sid
-        self.lower, self.interval, self.grid_size = tuple(lower), tuple(interval), tuple(grid_size)
+        super().__init__(out_channels, input_size, downsample, depth_bins, lower, interval, grid_size,
+                         collapse_z=True, sid=sid)
         self.cost_volume_bias = cost_volume_bias
         self.stereo_downsample = stereo_downsample
+        # Official detail (DepthNet.calculate_cost_volumn): the cost volume uses the same (SID) bins at stride 4.
         depths = depth_bin_values(*depth_bins, sid=sid)
-        self.num_depth = depths.numel()
-        self.register_buffer("frustum", create_frustum(depths, self.input_size, downsample), persistent=False)
-        # Official detail (flashocc.md §3.2, §12.24): the cost volume uses the same (SID) bins at stride 4.
         self.register_buffer("cv_frustum", create_frustum(depths, self.input_size, stereo_downsample), persistent=False)
         self.depth_net = DepthNet(in_channels, in_channels, out_channels, self.num_depth, aspp_mid_channels)
 
     def cost_volume(self, prev_stereo: torch.Tensor, curr_stereo: torch.Tensor, curr2adj: torch.Tensor,
-                    intrinsics: torch.Tensor, post_rots: torch.Tensor, post_trans: torch.Tensor) -> torch.Tensor:
-        """(B·N, D, H/4, W/4) matching probabilities of ``curr_stereo`` against ``prev_stereo``."""
+                    intrinsics: torch.Tensor, post_rots: torch.Tensor, post_trans: torch.Tensor,
+                    inverse_3x3: Callable[[torch.Tensor], torch.Tensor] = torch.linalg.inv) -> torch.Tensor:
+        """(B·N, D, H/4, W/4) matching probabilities of ``curr_stereo`` against ``prev_stereo``
+        (``inverse_3x3``: the ONNX graph passes an adjugate inverse)."""
         fh, fw = curr_stereo.shape[-2:]
-        # Official detail (§3.8): the image size is taken as 4x the stereo feature size.
+        # Official quirk (DepthNet.calculate_cost_volumn): the image size is taken as 4x the stereo feature size.
         image_size = (fh * self.stereo_downsample, fw * self.stereo_downsample)
         with torch.no_grad():
             grid = cost_volume_grid(self.cv_frustum, curr2adj.float(), intrinsics.float(), post_rots.float(),
-                                    post_trans.float(), image_size)
+                                    post_trans.float(), image_size, inverse_3x3=inverse_3x3)
             return stereo_cost_volume(prev_stereo, curr_stereo, grid, self.num_depth, self.cost_volume_bias)
 
     def forward(self, feats: torch.Tensor, mlp_input: torch.Tensor, cost_volume: torch.Tensor | None,
                 sensor2keyego: torch.Tensor, intrinsics: torch.Tensor, post_rots: torch.Tensor,
-                post_trans: torch.Tensor, bda: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """feats (B, N, C, fH, fW) of one frame -> (bev (B, C', Dy, Dx), depth (B·N, D, fH, fW) probabilities).
+                post_trans: torch.Tensor, bda: torch.Tensor) -> Lifted:
+        """feats (B, N, C, fH, fW) of one frame -> ``Lifted`` (bev (B, C'·Dz, Dy, Dx), depth and context
+        (B·N, ·, fH, fW)).
 
         ``sensor2keyego`` places this frame's cameras in the current key-ego frame, so an earlier
-        frame is lifted straight into the current frame (align_after_view_transfromation=False, §9).
+        frame is lifted straight into the current frame (official align_after_view_transfromation=False:
+        FlashOCC@4084861 projects/mmdet3d_plugin/models/detectors/bevstereo4d.py, BEVStereo4D.extract_img_feat).
         """
-        b, n, c, fh, fw = feats.shape
-        x = self.depth_net(feats.reshape(b * n, c, fh, fw), mlp_input, cost_volume)
-        depth = x[:, :self.num_depth].softmax(dim=1)
-        context = x[:, self.num_depth:self.num_depth + self.out_channels]
+        depth, context = self.lift(feats, mlp_input, cost_volume)
         coords = frustum_to_ego(self.frustum, sensor2keyego, intrinsics.float(), post_rots.float(),
                                 post_trans.float(), bda.float())
         indices = prepare_bev_pool(coords, self.lower, self.interval, self.grid_size)
-        bev = bev_pool(depth.view(b, n, self.num_depth, fh, fw),
-                       context.view(b, n, self.out_channels, fh, fw).permute(0, 1, 3, 4, 2), indices)
-        return torch.cat(bev.unbind(dim=2), dim=1), depth  # (B, Dz·C, Dy, Dx), channel = z·C + c
+        bev = self.splat(depth, context, feats.shape[:2], lambda d, c: bev_pool(d, c, indices))
+        return Lifted(bev, depth, context)

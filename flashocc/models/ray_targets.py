@@ -71,6 +71,6 @@ def ray_points(batch: Mapping[str, torch.Tensor], input_size: tuple[int, int], d
 def ray_targets(batch: Mapping[str, torch.Tensor], input_size: tuple[int, int], downsample: int,
                 depth_range: tuple[float, float], grid: OccGrid) -> tuple[torch.Tensor, torch.Tensor]:
     """First-hit depth and label for every feature cell of ``batch`` (current frame, single-frame layout)."""
-    depths = ray_sample_depths(*depth_range).to(batch["img"].device)
+    depths = ray_sample_depths(*depth_range).to(batch["voxel_semantics"].device)
     points = ray_points(batch, input_size, downsample, depths)
     return first_hits(batch["voxel_semantics"], points, depths, grid)

@@ -1,27 +1,31 @@
-"""Temporal stereo FlashOcc (BEVStereo4D): FlashOcc M2 (R50) and M3 (Swin-B), plus streaming inference.
+"""Temporal stereo FlashOcc (BEVStereo4D): the model of FlashOcc M2 (R50) and M3 (Swin-B), and streaming.
 
-Frames (flashocc.md §1.3, §9): the current frame t and t-1 each give a BEV map; t-2 only provides
-the stride-4 stereo reference for t-1's cost volume. t-1 and t-2 run without gradients. The earlier
-frame is lifted straight into the *current* key-ego frame through its own sensor2keyego
-(``align_after_view_transfromation=False``: no BEV warping), both maps pass ``pre_process_net`` and
-are concatenated **[t-1, t]** before the BEV encoder.
+Frames (FlashOCC@4084861 projects/mmdet3d_plugin/models/detectors/bevstereo4d.py, BEVStereo4D; see
+docs/official-behaviour.md, "Temporal stereo (M2)"): the current frame t and t-1 each give a BEV map;
+t-2 only provides the stride-4 stereo reference for t-1's cost volume. t-1 and t-2 run without
+gradients. The earlier frame is lifted straight into the *current* key-ego frame through its own
+sensor2keyego (``align_after_view_transfromation=False``: no BEV warping), both maps pass
+``pre_process_net`` and are concatenated **[t-1, t]** before the BEV encoder.
 
 Batch contract (the ``flashocc.batch`` keys, with T frames stacked frame-major along the view axis,
 exactly what ``OccDataset`` yields with ``DataConfig(num_adjacent=2)``):
   img                      (B, T·N, 3, H, W)  views [cams of t, cams of t-1, cams of t-2]
   sensor2ego, ego2global   (B, T·N, 4, 4)     each frame's own camera poses
   intrinsics, post_rots    (B, T·N, 3, 3)     only the current frame's are read: the official
-  post_trans               (B, T·N, 3)        pipeline copies them to adjacent frames (§4.3)
+  post_trans               (B, T·N, 3)        pipeline copies them to adjacent frames
   bda                      (B, 3, 3)
 T is 1, 2 or 3 (N = ``num_cameras``). Missing frames are the current frame, which is the official
-fallback at a scene start (§4.2): T = 1 is "no previous frame". Targets are the current frame's
-(``voxel_semantics``, ``mask_camera``, ``gt_depth`` (B, N, H, W)).
+fallback at a scene start (docs/official-behaviour.md, "Adjacent frames"): T = 1 is "no previous
+frame". Targets are the current frame's (``voxel_semantics``, ``mask_camera``, ``gt_depth`` (B, N, H, W)).
 
 Streaming (``StereoStream``): one backbone pass per frame. Each frame's image-neck and stride-4
 stereo features are cached; the previous frame is re-lifted into the new key-ego frame (depth net
 and pooling only), so logits equal the batch forward on [t, t-1, t-2] with the official fallbacks.
 The official ``extract_img_feat_sequential`` instead reuses the previous BEV map, which needs
 ``align_after_view_transfromation=True`` and does not reproduce M2's numbers.
+
+The builder is ``builders.build_stereo4d``; example inputs are in ``examples.py``, FLOP counting in
+``flops.py`` and the data requirements on ``configs.Stereo4DConfig``.
 """
 from __future__ import annotations
 
@@ -34,26 +38,16 @@ from torch import nn
 
 from flashocc.batch import check_inputs
 from flashocc.geometry import sensor_to_key_ego
+from flashocc.models.configs import NUM_FRAMES
+from flashocc.models.criterion import OccupancyCriterion
 from flashocc.models.depthnet import StereoViewTransformer, camera_mlp_input
 from flashocc.models.flashocc import FlashOcc
 from flashocc.models.resnet import ResNet
 from flashocc.models.stereo import current_to_adjacent_sensor
+from flashocc.models.view_transformer import Lifted
 from flashocc.ops.bev_pool import BevPoolIndices
 
 log = logging.getLogger(__name__)
-
-NUM_FRAMES = 3  # t, t-1 (BEV maps) and t-2 (stereo reference only)
-
-
-def data_requirements(model_cfg) -> dict:
-    """``DataConfig`` fields a model needs: the adjacent frames of temporal models and the LiDAR depth
-    maps of the depth loss (e.g. ``replace(data_cfg, **data_requirements(model_cfg))``)."""
-    needs: dict = {}
-    if getattr(model_cfg, "temporal", False):
-        needs["num_adjacent"] = NUM_FRAMES - 1
-    if model_cfg.depth_loss_weight > 0 and getattr(model_cfg, "depth_target", "lidar") == "lidar":
-        needs["load_depth"] = True
-    return needs
 
 
 @dataclass
@@ -75,24 +69,39 @@ class FrameFeatures:
                              pick(self.sensor2ego, other.sensor2ego), pick(self.ego2global, other.ego2global))
 
 
+@dataclass
+class StereoFrames:
+    """The image stage's output: frames t, t-1 (both with neck features) and t-2 (stereo only), and the
+    current frame's geometry (intrinsics, post_rots, post_trans (B, N, ...), bda (B, 3, 3))."""
+
+    curr: FrameFeatures
+    prev: FrameFeatures
+    ref: FrameFeatures
+    geometry: dict[str, torch.Tensor]
+
+
 class FlashOccStereo4D(FlashOcc):
     """BEVStereo4D occupancy model; child names are the official state-dict prefixes
     (``img_backbone``, ``img_neck``, ``img_view_transformer``, ``pre_process_net``,
     ``img_bev_encoder_backbone``, ``img_bev_encoder_neck``, ``occ_head``).
 
     ``img_backbone`` returns [stereo feature (stride 4), neck inputs...]; ``forward(batch)`` follows
-    ``FlashOcc``: logits in eval, {"loss_occ", "loss_depth"} in train.
+    ``FlashOcc``: logits in eval, the criterion's losses ({"loss_occ", "loss_depth"} for M2) in train.
+    Stages: ``encode_images`` (t and t-1 through backbone and neck, the stride-4 stem of t-2) ->
+    ``lift_to_bev`` (two cost volumes, depth nets, poolings and pre-process nets) -> ``bev_encoder``
+    -> ``occ_head``.
     """
 
     def __init__(self, img_backbone: nn.Module, img_neck: nn.Module, img_view_transformer: StereoViewTransformer,
                  pre_process_net: nn.Module, img_bev_encoder_backbone: nn.Module, img_bev_encoder_neck: nn.Module,
-                 occ_head: nn.Module, num_cameras: int = 6, **kwargs) -> None:
+                 occ_head: nn.Module, criterion: OccupancyCriterion | None = None,
+                 semantic_head: nn.Module | None = None, num_cameras: int = 6) -> None:
         super().__init__(img_backbone, img_neck, img_view_transformer, img_bev_encoder_backbone,
-                         img_bev_encoder_neck, occ_head, **kwargs)
+                         img_bev_encoder_neck, occ_head, criterion=criterion, semantic_head=semantic_head)
         self.pre_process_net = pre_process_net
         self.num_cameras = num_cameras
 
-    # ---- stages -----------------------------------------------------------------------------------
+    # ---- image stage ------------------------------------------------------------------------------
     def encode_frame(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N, 3, H, W) -> (neck features (B, N, C, fH, fW), stereo feature (B, N, Cs, H/4, W/4))."""
         b, n = img.shape[:2]
@@ -115,79 +124,11 @@ class FlashOccStereo4D(FlashOcc):
         return x.view(b, n, *x.shape[1:])
 
     def view_transform(self, feats: torch.Tensor, batch: Mapping[str, torch.Tensor],
-                       indices: BevPoolIndices | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stage API of ``FlashOcc`` (for per-stage benchmarks): lift the current frame's features
-        (B, N, C, fH, fW) as at a scene start without a stereo feature (zero cost volume), and return
-        the [prev, curr] map the BEV encoder takes, with both halves this frame, plus the depth."""
-        if indices is not None:
-            raise ValueError("temporal models compute pooling indices per frame; call without indices")
-        frames, geometry = self.split_frames(batch)
-        n = self.num_cameras
-        s2k = sensor_to_key_ego(frames[0]["sensor2ego"], frames[0]["ego2global"])
-        mlp_input = camera_mlp_input(s2k, geometry["intrinsics"].float(), geometry["post_rots"].float(),
-                                     geometry["post_trans"].float(), geometry["bda"].float())
-        bev, depth = self.img_view_transformer(feats[:, :n], mlp_input, None, s2k, geometry["intrinsics"],
-                                               geometry["post_rots"], geometry["post_trans"], geometry["bda"])
-        bev = self.pre_process_net(bev)[0]
-        return torch.cat([bev, bev], dim=1), depth
+                       indices: BevPoolIndices | None = None) -> Lifted:
+        raise TypeError("a temporal model lifts each frame with its cost volume against the previous one; "
+                        "use encode_images(batch) and lift_to_bev(encoded, batch)")
 
-    def lift(self, frame: FrameFeatures, adjacent: FrameFeatures, sensor2keyego: torch.Tensor, mlp_input: torch.Tensor,
-             geometry: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One frame's BEV map (after ``pre_process_net``) and depth, with the cost volume against ``adjacent``."""
-        vt: StereoViewTransformer = self.img_view_transformer
-        curr2adj = current_to_adjacent_sensor(frame.sensor2ego, frame.ego2global, adjacent.sensor2ego,
-                                              adjacent.ego2global)
-        cost = vt.cost_volume(adjacent.stereo.flatten(0, 1), frame.stereo.flatten(0, 1), curr2adj,
-                              geometry["intrinsics"], geometry["post_rots"], geometry["post_trans"])
-        bev, depth = vt(frame.feats, mlp_input, cost, sensor2keyego, geometry["intrinsics"], geometry["post_rots"],
-                        geometry["post_trans"], geometry["bda"])
-        return self.pre_process_net(bev)[0], depth
-
-    def fuse(self, curr: FrameFeatures, prev: FrameFeatures, ref: FrameFeatures,
-             geometry: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frames t, t-1, t-2 -> (logits (B, Dx, Dy, Dz, K), depth of t (B·N, D, fH, fW)).
-
-        t-2 (``ref``) only provides its stereo feature and poses; t-1 is lifted without gradients.
-        """
-        n = curr.feats.shape[1]
-        # Key ego = the current frame's camera 0 for every frame (flashocc.md §9, §12.14).
-        s2k = sensor_to_key_ego(torch.cat([curr.sensor2ego, prev.sensor2ego], 1),
-                                torch.cat([curr.ego2global, prev.ego2global], 1))
-        # Official detail (§9): mlp_input uses the key frame's sensor2keyego for every frame.
-        mlp_input = camera_mlp_input(s2k[:, :n], geometry["intrinsics"].float(), geometry["post_rots"].float(),
-                                     geometry["post_trans"].float(), geometry["bda"].float())
-        with torch.no_grad():
-            bev_prev, _ = self.lift(prev, ref, s2k[:, n:], mlp_input, geometry)
-        bev_curr, depth = self.lift(curr, prev, s2k[:, :n], mlp_input, geometry)
-        # Official order (§9, §12.14): [previous, current], unlike BEVDet4D's [current, previous].
-        bev = torch.cat([bev_prev, bev_curr], dim=1)
-        return self.occ_head(self.bev_encoder(bev)), depth
-
-    # ---- batch forward ----------------------------------------------------------------------------
-    def split_frames(self, batch: Mapping[str, torch.Tensor]) -> tuple[list[dict[str, torch.Tensor]], dict]:
-        """Per-frame (img, sensor2ego, ego2global) for [t, t-1, t-2], padded with the current frame,
-        and the current frame's geometry (intrinsics, post_rots, post_trans, bda)."""
-        b, views = check_inputs(batch)
-        n = self.num_cameras
-        if views % n or not 1 <= views // n <= NUM_FRAMES:
-            raise ValueError(f"batch['img'] has {views} views; a temporal model expects T·{n} views (T = 1..3 "
-                             f"frames, frame-major [t, t-1, t-2]), e.g. OccDataset with DataConfig(num_adjacent=2)")
-        frames = [{k: batch[k][:, i * n:(i + 1) * n] for k in ("img", "sensor2ego", "ego2global")}
-                  for i in range(views // n)]
-        if self.training and len(frames) == 1 and not getattr(self, "_warned_single_frame", False):
-            self._warned_single_frame = True
-            log.warning("training a temporal model on single-frame batches: every frame falls back to the "
-                        "current one; build the data with DataConfig(num_adjacent=%d)", NUM_FRAMES - 1)
-        frames += [frames[0]] * (NUM_FRAMES - len(frames))  # official scene-start fallback (§4.2)
-        geometry = {k: batch[k][:, :n] for k in ("intrinsics", "post_rots", "post_trans")}
-        geometry["bda"] = batch["bda"]
-        return frames, geometry
-
-    def forward_logits(self, batch: Mapping[str, torch.Tensor],
-                       indices: BevPoolIndices | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if indices is not None:
-            raise ValueError("temporal models compute pooling indices per frame (the previous frame moves with the "
-                             "ego vehicle); call without indices")
+    def encode_images(self, batch: Mapping[str, torch.Tensor]) -> StereoFrames:
         frames, geometry = self.split_frames(batch)
         encoded: dict[int, FrameFeatures] = {}
 
@@ -203,8 +144,8 @@ class FlashOccStereo4D(FlashOcc):
             encoded[i] = FrameFeatures(feats, stereo, f["sensor2ego"], f["ego2global"])
             return encoded[i]
 
-        # Official order (§9): t-2 (stereo only) and t-1 without gradients, then t. With the
-        # fallback, the current frame is encoded first so that every copy reuses it.
+        # Official order (BEVStereo4D.extract_img_feat): t-2 (stereo only) and t-1 without gradients,
+        # then t. With the fallback, the current frame is encoded first so that every copy reuses it.
         if frames[1]["img"] is frames[0]["img"] or frames[2]["img"] is frames[0]["img"]:
             curr = frame(0, True)
             with torch.no_grad():
@@ -213,7 +154,79 @@ class FlashOccStereo4D(FlashOcc):
             with torch.no_grad():
                 ref, prev = frame(2, False), frame(1, True)
             curr = frame(0, True)
-        return self.fuse(curr, _detached(prev), _detached(ref), geometry)
+        return StereoFrames(curr, _detached(prev), _detached(ref), geometry)
+
+    # ---- view-transform stage ---------------------------------------------------------------------
+    def lift(self, frame: FrameFeatures, adjacent: FrameFeatures, sensor2keyego: torch.Tensor, mlp_input: torch.Tensor,
+             geometry: Mapping[str, torch.Tensor]) -> Lifted:
+        """One frame's ``Lifted`` with its BEV map after ``pre_process_net``, the cost volume against ``adjacent``."""
+        vt: StereoViewTransformer = self.img_view_transformer
+        curr2adj = current_to_adjacent_sensor(frame.sensor2ego, frame.ego2global, adjacent.sensor2ego,
+                                              adjacent.ego2global)
+        cost = vt.cost_volume(adjacent.stereo.flatten(0, 1), frame.stereo.flatten(0, 1), curr2adj,
+                              geometry["intrinsics"], geometry["post_rots"], geometry["post_trans"])
+        lifted = vt(frame.feats, mlp_input, cost, sensor2keyego, geometry["intrinsics"], geometry["post_rots"],
+                    geometry["post_trans"], geometry["bda"])
+        return lifted._replace(bev=self.pre_process_net(lifted.bev)[0])
+
+    def fuse_bev(self, curr: FrameFeatures, prev: FrameFeatures, ref: FrameFeatures,
+                 geometry: Mapping[str, torch.Tensor]) -> Lifted:
+        """Frames t, t-1, t-2 -> ``Lifted``: the [t-1, t] BEV map and the depth and context of t.
+
+        t-2 (``ref``) only provides its stereo feature and poses; t-1 is lifted without gradients.
+        """
+        n = curr.feats.shape[1]
+        # Key ego = the current frame's camera 0 for every frame (BEVStereo4D.prepare_inputs).
+        s2k = sensor_to_key_ego(torch.cat([curr.sensor2ego, prev.sensor2ego], 1),
+                                torch.cat([curr.ego2global, prev.ego2global], 1))
+        # Official detail (BEVStereo4D.extract_img_feat): mlp_input uses the key frame's sensor2keyego
+        # for every frame.
+        mlp_input = camera_mlp_input(s2k[:, :n], geometry["intrinsics"].float(), geometry["post_rots"].float(),
+                                     geometry["post_trans"].float(), geometry["bda"].float())
+        with torch.no_grad():
+            bev_prev = self.lift(prev, ref, s2k[:, n:], mlp_input, geometry).bev
+        current = self.lift(curr, prev, s2k[:, :n], mlp_input, geometry)
+        # Official order [previous, current], unlike BEVDet4D's [current, previous].
+        return current._replace(bev=torch.cat([bev_prev, current.bev], dim=1))
+
+    def lift_to_bev(self, encoded: StereoFrames, batch: Mapping[str, torch.Tensor],
+                    indices: BevPoolIndices | None = None) -> Lifted:
+        if indices is not None:
+            raise ValueError("temporal models compute pooling indices per frame (the previous frame moves with the "
+                             "ego vehicle); call without indices")
+        return self.fuse_bev(encoded.curr, encoded.prev, encoded.ref, encoded.geometry)
+
+    def fuse(self, curr: FrameFeatures, prev: FrameFeatures, ref: FrameFeatures,
+             geometry: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames t, t-1, t-2 -> (logits (B, Dx, Dy, Dz, K), depth of t (B·N, D, fH, fW))."""
+        lifted = self.fuse_bev(curr, prev, ref, geometry)
+        return self.occ_head(self.bev_encoder(lifted.bev)), lifted.depth
+
+    # ---- batch layout -----------------------------------------------------------------------------
+    def split_frames(self, batch: Mapping[str, torch.Tensor]) -> tuple[list[dict[str, torch.Tensor]], dict]:
+        """Per-frame (img, sensor2ego, ego2global) for [t, t-1, t-2], padded with the current frame,
+        and the current frame's geometry (intrinsics, post_rots, post_trans, bda)."""
+        b, views = check_inputs(batch)
+        n = self.num_cameras
+        if views % n or not 1 <= views // n <= NUM_FRAMES:
+            raise ValueError(f"batch['img'] has {views} views; a temporal model expects T·{n} views (T = 1..3 "
+                             f"frames, frame-major [t, t-1, t-2]), e.g. OccDataset with DataConfig(num_adjacent=2)")
+        frames = [{k: batch[k][:, i * n:(i + 1) * n] for k in ("img", "sensor2ego", "ego2global")}
+                  for i in range(views // n)]
+        if self.training and len(frames) == 1 and not getattr(self, "_warned_single_frame", False):
+            self._warned_single_frame = True
+            log.warning("training a temporal model on single-frame batches: every frame falls back to the "
+                        "current one; build the data with DataConfig(num_adjacent=%d)", NUM_FRAMES - 1)
+        frames += [frames[0]] * (NUM_FRAMES - len(frames))  # official scene-start fallback
+        geometry = {k: batch[k][:, :n] for k in ("intrinsics", "post_rots", "post_trans")}
+        geometry["bda"] = batch["bda"]
+        return frames, geometry
+
+    def current_geometry(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        n = self.num_cameras
+        out = {k: batch[k][:, :n] for k in ("img", "sensor2ego", "ego2global", "intrinsics", "post_rots", "post_trans")}
+        out["bda"] = batch["bda"]
+        return out
 
 
 def _detached(f: FrameFeatures) -> FrameFeatures:
@@ -277,142 +290,3 @@ class StereoStream:
         self._history = [curr] + self._history[:1]
         self._frames_in_scene = seen + 1
         return logits
-
-
-def build_stereo4d(cfg) -> FlashOccStereo4D:
-    """Build a ``FlashOccStereo4D`` from a ``ModelConfig`` with ``temporal=True`` (see presets.py)."""
-    from flashocc.grid import OCC3D_CLASS_FREQUENCIES
-    from flashocc.models.bev_encoder import CustomResNet
-    from flashocc.models.heads import BEVOCCHead2D
-    from flashocc.models.losses import class_balance_weights
-    from flashocc.models.necks import FPN_LSS, CustomFPN
-    from flashocc.models.swin import SWIN_LAYOUTS, ImageFPN_LSS, SwinTransformer
-
-    if cfg.head_3d:
-        raise ValueError(f"preset {cfg.name}: temporal=True supports the 2D channel-to-height head only "
-                         "(head_3d=False)")
-    if cfg.semantic_loss_weight > 0 or cfg.depth_target != "lidar":
-        raise ValueError(f"preset {cfg.name}: the occupancy ray targets (semantic_loss_weight, "
-                         "depth_target='occupancy') are implemented for single-frame models only")
-    if cfg.affinity_loss_weight > 0:
-        raise ValueError(f"preset {cfg.name}: affinity_loss_weight is implemented for single-frame models only")
-    grid = cfg.grid
-    dx, dy, dz = grid.shape
-    if cfg.backbone == "resnet":
-        if cfg.backbone_out_indices[0] != 0:
-            raise ValueError(f"preset {cfg.name}: a stereo ResNet needs backbone_out_indices starting with 0 "
-                             f"(layer1 is the stride-4 stereo feature), found {cfg.backbone_out_indices}")
-        backbone: nn.Module = ResNet(cfg.backbone_depth, cfg.backbone_out_indices, with_cp=cfg.with_cp)
-        neck_in = backbone.out_channels[1:]
-    elif cfg.backbone in SWIN_LAYOUTS:
-        backbone = SwinTransformer(cfg.backbone, cfg.backbone_out_indices, drop_path_rate=cfg.drop_path_rate,
-                                   return_stereo_feat=True, with_cp=cfg.with_cp)
-        neck_in = backbone.out_channels
-    else:
-        raise ValueError(f"preset {cfg.name}: unknown backbone '{cfg.backbone}'; expected 'resnet' or one of "
-                         f"{sorted(SWIN_LAYOUTS)}")
-    if cfg.img_neck == "custom_fpn":
-        img_neck: nn.Module = CustomFPN(neck_in, cfg.img_neck_channels)
-    elif cfg.img_neck == "fpn_lss":
-        img_neck = ImageFPN_LSS(sum(neck_in), cfg.img_neck_channels)
-    else:
-        raise ValueError(f"preset {cfg.name}: unknown img_neck '{cfg.img_neck}'; expected 'custom_fpn' or 'fpn_lss'")
-    view = StereoViewTransformer(cfg.img_neck_channels, cfg.bev_channels, cfg.input_size, cfg.downsample,
-                                 cfg.depth_bins, grid.lower, (grid.voxel_size[0], grid.voxel_size[1],
-                                                              grid.upper[2] - grid.lower[2]), (dx, dy, 1),
-                                 sid=cfg.sid, aspp_mid_channels=cfg.aspp_channels)
-    c = cfg.bev_channels
-    pre_process = CustomResNet(c, (c,), (1,), (1,))
-    encoder = CustomResNet(2 * c, cfg.encoder_channels, cfg.encoder_layers, cfg.encoder_strides)
-    bev_neck = FPN_LSS(cfg.encoder_channels[0] + cfg.encoder_channels[2], cfg.bev_neck_channels)
-    head = BEVOCCHead2D(cfg.bev_neck_channels, cfg.head_channels, dz, grid.num_classes)
-    weights = None
-    if getattr(cfg, "class_weights", ()):  # explicit weights override class_balance, as in build_model
-        if len(cfg.class_weights) != grid.num_classes:
-            raise ValueError(f"class_weights has {len(cfg.class_weights)} values; the grid has {grid.num_classes} "
-                             "classes")
-        weights = torch.tensor(cfg.class_weights, dtype=torch.float32)
-    elif cfg.class_balance:
-        weights = class_balance_weights(OCC3D_CLASS_FREQUENCIES)
-    model = FlashOccStereo4D(backbone, img_neck, view, pre_process, encoder, bev_neck, head, use_mask=cfg.use_mask,
-                             class_weights=weights, depth_loss_weight=cfg.depth_loss_weight,
-                             ignore_label=grid.ignore_label)
-    model.config = cfg
-    return model
-
-
-def count_gflops_stereo4d(cfg) -> float:
-    """Forward GFLOPs of the batch forward for one sample (2 FLOPs per multiply-add): image encoder for
-    t and t-1, the stride-4 stem for t-2, two depth nets, two cost volumes, two poolings, two
-    pre-process nets, the BEV encoder and the head. (Streaming saves one image encoder per frame.)
-
-    Dense stages run on the meta device; cost-volume matching (3 FLOPs per depth, pixel and channel:
-    subtract, abs, accumulate; bilinear sampling not counted) and pooling are added analytically.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from flashocc.models.presets import example_batch
-
-    with torch.device("meta"):
-        model = build_stereo4d(cfg).eval()
-        batch = example_batch(cfg, device="meta")
-    dx, dy, _ = cfg.grid.shape
-    vt = model.img_view_transformer
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model.stereo_reference(batch["img"])
-        for _ in range(2):
-            feats, stereo = model.encode_frame(batch["img"])
-            b, n, c, fh, fw = feats.shape
-            cost = torch.zeros(b * n, vt.num_depth, *stereo.shape[-2:], device="meta")
-            vt.depth_net(feats.reshape(b * n, c, fh, fw), torch.zeros(b, n, 27, device="meta"), cost)
-            model.pre_process_net(torch.zeros(b, cfg.bev_channels, dy, dx, device="meta"))
-        model.occ_head(model.bev_encoder(torch.zeros(b, 2 * cfg.bev_channels, dy, dx, device="meta")))
-    matching = 2 * 3 * n * vt.num_depth * stereo.shape[-2] * stereo.shape[-1] * stereo.shape[2]
-    pooling = 2 * 2 * n * vt.num_depth * fh * fw * cfg.bev_channels
-    return (counter.get_total_flops() + matching + pooling) / 1e9
-
-
-def example_sequence(cfg, num_frames: int = 3, batch_size: int = 1, step_m: float = 1.5, yaw_step_deg: float = 2.0,
-                     seed: int = 0) -> list[dict[str, torch.Tensor]]:
-    """Single-frame batches of one synthetic drive (random images, consistent ego poses): the ego
-    moves ``step_m`` forward and turns ``yaw_step_deg`` per frame. For tests and benchmarks."""
-    import math
-
-    from flashocc.models.presets import example_batch
-
-    g = torch.Generator().manual_seed(seed)
-    base = example_batch(cfg, batch_size)
-    frames, pose, yaw = [], torch.eye(4), 0.0
-    for _ in range(num_frames):
-        frame = {k: v.clone() for k, v in base.items()}
-        frame["img"] = torch.randn(base["img"].shape, generator=g)
-        frame["ego2global"] = pose.expand_as(base["ego2global"]).clone()
-        frames.append(frame)
-        yaw += math.radians(yaw_step_deg)
-        step = torch.eye(4)
-        step[:2, :2] = torch.tensor([[math.cos(yaw), -math.sin(yaw)], [math.sin(yaw), math.cos(yaw)]])
-        step[:2, 3] = torch.tensor([pose[0, 3] + step_m * math.cos(yaw), pose[1, 3] + step_m * math.sin(yaw)])
-        pose = step
-    return frames
-
-
-def example_model_batch(cfg, batch_size: int = 1) -> dict[str, torch.Tensor]:
-    """A random input batch in the layout ``cfg``'s model takes: frames [t, t-1, t-2] of a synthetic
-    drive for temporal presets, ``example_batch`` otherwise (for export, calibration and benchmarks)."""
-    from flashocc.models.presets import example_batch
-
-    if getattr(cfg, "temporal", False):
-        return temporal_batch(example_sequence(cfg, batch_size=batch_size), NUM_FRAMES - 1)
-    return example_batch(cfg, batch_size)
-
-
-def temporal_batch(frames: Sequence[Mapping[str, torch.Tensor]], index: int, scene_start: int = 0) -> dict:
-    """The batch ``OccDataset(num_adjacent=2)`` builds for ``frames[index]``: views [t, t-1, t-2],
-    each earlier frame replaced by the current one when it lies before ``scene_start`` (§4.2);
-    intrinsics and post matrices of the current frame copied to every frame (§4.3)."""
-    current = frames[index]
-    picked = [frames[j] if j >= scene_start else current for j in (index, index - 1, index - 2)]
-    out = {k: torch.cat([f[k] for f in picked], dim=1) for k in ("img", "sensor2ego", "ego2global")}
-    out.update({k: torch.cat([current[k]] * NUM_FRAMES, dim=1) for k in ("intrinsics", "post_rots", "post_trans")})
-    out["bda"] = current["bda"]
-    return out

@@ -1,7 +1,8 @@
 """BEV pooling: the depth-weighted sum of image features per BEV voxel (BEVPoolv2 semantics).
 
 out[b, z, y, x, c] = Σ_{points p in cell (b, z, y, x)} depth[p] · feat[pixel(p), c]; empty cells are 0
-(flashocc.md §3.5–3.6). Pure PyTorch, CPU and CUDA, no compiled extension.
+(FlashOCC@4084861 projects/mmdet3d_plugin/ops/bev_pool_v2/bev_pool.py, bev_pool_v2; index semantics in
+docs/official-behaviour.md#bev-pooling-index-semantics). Pure PyTorch, CPU and CUDA, no compiled extension.
 
 Two steps, so deployment can cache the first one for a fixed calibration:
 1. ``prepare_bev_pool(coords, ...)`` turns ego coordinates of the frustum points into flat index
@@ -64,7 +65,8 @@ def prepare_bev_pool(
 
     lower_t = torch.tensor(lower, dtype=coords.dtype, device=device)
     interval_t = torch.tensor(interval, dtype=coords.dtype, device=device)
-    # Official quirk (flashocc.md §3.5, §12.6): .long() truncates toward zero, so points with raw
+    # Official quirk (FlashOCC@4084861 projects/mmdet3d_plugin/models/necks/view_transformer.py,
+    # LSSViewTransformer.voxel_pooling_prepare_v2): .long() truncates toward zero, so points with raw
     # index in (-1, 0) fold into cell 0 (effective x/y range (-40.4, 40)); kept for logit parity.
     q = ((coords.reshape(-1, 3) - lower_t) / interval_t).long()
     batch_idx = torch.arange(b, device=device).view(b, 1).expand(b, num_points // b).reshape(-1)
@@ -120,7 +122,8 @@ def bev_pool(depth: torch.Tensor, feat: torch.Tensor, indices: BevPoolIndices) -
     """Depth-weighted sum pooling into the BEV grid.
 
     depth: (B, N, D, fH, fW) depth distribution; feat: (B, N, fH, fW, C) context features (C last).
-    Returns (B, C, Dz, Dy, Dx). Runs in float32 like the official op (flashocc.md §12.23).
+    Returns (B, C, Dz, Dy, Dx). Runs in float32 like the official op
+    (FlashOCC@4084861 projects/mmdet3d_plugin/ops/bev_pool_v2/bev_pool.py, QuickCumsumCuda.forward).
     """
     channels = feat.shape[-1]
     b, dz, dy, dx = indices.out_shape

@@ -2,7 +2,7 @@
 
 Image layout: ego forward (+x) is up and ego left (+y) is left, so row ``r`` holds x index
 ``Dx - 1 - r`` and column ``c`` holds y index ``Dy - 1 - c``. The official panoptic visualiser
-(flashocc.md §8.2) uses the same highest-voxel rule but writes the raw [x, y] array, which puts
+(FlashOCC@4084861 tools/vis_occ.py) uses the same highest-voxel rule but writes the raw [x, y] array, which puts
 forward down; we flip so the picture reads like a map seen from above with the car facing up.
 """
 from __future__ import annotations

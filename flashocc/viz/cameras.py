@@ -135,7 +135,7 @@ def render_cameras(
     also the grid order: front row, then back row) or mappings keyed by camera name. Each ``cams``
     entry has ``sensor2ego`` (camera -> occupancy ego frame) and ``intrinsics`` (CameraCalib or
     ``flashocc.data.infos.CameraInfo``). ``mirror_back`` flips the back row horizontally, as the
-    official visualiser does (flashocc.md §8.1).
+    official visualiser does (FlashOCC@4084861 tools/analysis_tools/vis_occ.py, main).
     """
     if isinstance(images, Mapping):
         missing = [n for n in names if n not in images]

@@ -32,8 +32,9 @@ class ChaseCamera:
     The eye sits ``behind`` metres behind the ego origin (x = -behind), ``side`` metres to its left
     and ``height`` metres up, looking at the point ``look_ahead`` metres ahead of the ego at z = 0.
     ``fov_deg`` is the vertical field of view. The defaults show the Occ3D grid ahead of and beside
-    the ego with the ego near the picture centre; the official Open3D view (flashocc.md §8.1) is
-    lower (about 13 degrees) and hides much of the scene behind the first objects.
+    the ego with the ego near the picture centre; the official Open3D view (FlashOCC@4084861
+    tools/analysis_tools/vis_occ.py, main) is lower (about 13 degrees) and hides much of the scene
+    behind the first objects.
     """
 
     behind: float = 42.0
@@ -82,7 +83,8 @@ def visible_faces(color_ids: np.ndarray, eye: np.ndarray, grid: OccGrid) -> tupl
     Returns ``corners`` (F, 4, 3) metres in the ego frame, ``normals`` (F, 3) and ``ids`` (F,)
     (the colour id of the voxel each face belongs to). Each voxel spans its exact extent
     [lower + i*size, lower + (i+1)*size]; the official visualiser builds its Open3D voxels from the
-    corner points i*size + lower (flashocc.md §8.1), which can shift them; we do not copy that.
+    corner points i*size + lower (FlashOCC@4084861 tools/analysis_tools/vis_occ.py, voxel2points), which
+    can shift them; we do not copy that.
     """
     drawn = color_ids >= 0
     lower = np.asarray(grid.lower, dtype=np.float64)
@@ -134,7 +136,7 @@ def draw_faces(
 
     ``colors`` (F, 3) uint8 are shaded by a fixed light; faces with a corner closer than ``near``
     metres to the camera are dropped. With ``edges`` each face larger than a few pixels gets a
-    darker outline, a light version of the official wireframe (flashocc.md §8.1).
+    darker outline, a light version of the official wireframe (vis_occ.py, show_occ).
     """
     if len(corners) == 0:
         return 0
@@ -200,8 +202,8 @@ def render_voxels(
 
     ``labels`` is (Dx, Dy, Dz) indexed [x, y, z] in the ego frame (x forward, y left, z up); free
     voxels (and voxels where ``mask`` is False, e.g. ``mask_camera``) are not drawn. Colours are
-    ``grid.colors`` (the official Open3D ones, flashocc.md §8.1). ``size`` is (width, height) of
-    the 3D view; ``legend`` adds a 190 px strip on the right. ``supersample`` renders at that
+    ``grid.colors`` (the official Open3D ones, vis_occ.py colormap_to_colors). ``size`` is
+    (width, height) of the 3D view; ``legend`` adds a 190 px strip on the right. ``supersample`` renders at that
     factor and downsamples, for smooth edges. ``draw_ego`` adds a dark box where the ego car is.
     """
     ids, table = color_ids_for(labels, grid, mask, draw_ego)

@@ -162,5 +162,5 @@ def test_missing_lidar_for_depth(data_root):
 @pytest.mark.parametrize("field, value", [("rot", (5.4, -5.4)), ("flip_dx_ratio", 1.5), ("input_size", (0, 704)),
                                           ("num_adjacent", -1)])
 def test_data_config_refuses_bad_values(field: str, value):
-    with pytest.raises(ValueError, match=rf"DataConfig\.{field}"):
+    with pytest.raises(ValueError, match=rf"^data\.{field}: expected"):
         DataConfig(**{field: value})

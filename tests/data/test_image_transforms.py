@@ -1,4 +1,8 @@
-"""Image and BEV augmentation semantics, on the real fixture images and LiDAR (flashocc.md §4.3-§4.5)."""
+"""Image and BEV augmentation semantics, on the real fixture images and LiDAR.
+
+Upstream: FlashOCC@4084861 projects/mmdet3d_plugin/datasets/pipelines/loading.py (PrepareImageInputs,
+LoadAnnotationsBEVDepth, LoadOccGTFromFile); docs/official-behaviour.md#image-augmentation.
+"""
 from __future__ import annotations
 
 from pathlib import Path

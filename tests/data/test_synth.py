@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -223,3 +224,135 @@ def test_lidar_points_project_onto_the_camera_pixels_that_see_them_at_the_same_d
         agree += (np.abs(rendered - dist) < 0.05 * dist + 0.1).sum()
     assert checked > 10_000
     assert agree / checked > 0.9
+
+
+# ---- completion marker and safe regeneration ------------------------------------------------------
+ONE = SynthConfig(scenes=1, frames_per_scene=1, seed=9, image_size=(64, 36), lidar_azimuth_steps=90)
+
+
+def _copy(tiny_set: Path, dst: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(tiny_set, dst, symlinks=True))
+
+
+def test_the_marker_is_written_last_and_describes_the_set(tiny_set: Path):
+    import json
+
+    from flashocc.data.synth import MARKER_NAME, synthetic_set_problem
+    from flashocc.data.synth.marker import config_record
+
+    record = json.loads((tiny_set / MARKER_NAME).read_text())
+    on_disk = [p for p in tiny_set.rglob("*") if p.is_file() and p.name != MARKER_NAME]
+    assert record["files"] == len(on_disk) == 2 * 3 * 8 + 2 and record["config"] == config_record(TINY)
+    newest = max(p.stat().st_mtime_ns for p in on_disk)
+    assert (tiny_set / MARKER_NAME).stat().st_mtime_ns >= newest
+    assert synthetic_set_problem(tiny_set, TINY) is None and synthetic_set_problem(tiny_set) is None
+    assert synthetic_set_problem(tiny_set, dataclasses.replace(TINY, workers=3)) is None  # output is the same
+    problem = synthetic_set_problem(tiny_set, dataclasses.replace(TINY, seed=4))
+    assert problem == "it was generated with other settings (seed=3; requested seed=4)"
+
+
+def test_a_set_missing_a_file_is_incomplete(tiny_set: Path, tmp_path: Path):
+    from flashocc.data.synth import synthetic_set_problem
+
+    root = _copy(tiny_set, tmp_path / "set")
+    next((root / "samples" / "CAM_BACK").iterdir()).unlink()
+    assert "lists 50 files but 49 are there" in synthetic_set_problem(root, TINY)
+    (root / "synth_complete.json").write_text("{not json")
+    assert "synth_complete.json is unreadable" in synthetic_set_problem(root, TINY)
+
+
+def test_an_interrupted_regeneration_is_detected_and_replaced(tiny_set: Path, tmp_path: Path):
+    from flashocc.data.synth import MARKER_NAME, synthetic_set_problem
+
+    root = _copy(tiny_set, tmp_path / "set")
+    seen = []
+
+    def interrupt(done: int, total: int) -> None:
+        # the old marker and info files went first, before any new frame was written
+        seen.append([(root / name).exists() for name in (MARKER_NAME, "infos_train.pkl", "infos_val.pkl")])
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate_synthetic_set(root, ONE, progress=interrupt)
+    assert seen == [[False, False, False]]
+    assert synthetic_set_problem(root, ONE).startswith("no synth_complete.json: the set is incomplete")
+    assert not list(root.glob("samples/*/synth-0003-*"))              # nothing of the old set is left to mix in
+    generate_synthetic_set(root, ONE)
+    assert synthetic_set_problem(root, ONE) is None
+    assert len([p for p in root.rglob("*") if p.is_file()]) == 8 + 2 + 1
+    assert not (root / "gts" / "synth-0003-0000").exists()
+
+
+def _foreign(tiny_set: Path, tmp_path: Path, case: str) -> tuple[Path, Path]:
+    """A folder holding something the generator did not write, and that thing."""
+    import pickle
+
+    if case == "nuscenes":
+        root = tmp_path / "nuscenes"
+        thing = root / "samples" / "CAM_FRONT" / "n015-2018-07-24-11-22-45+0800__CAM_FRONT__1532402927612460.jpg"
+        thing.parent.mkdir(parents=True)
+        thing.write_bytes(b"jpeg")
+        (root / "v1.0-mini").mkdir()
+        (root / "v1.0-mini" / "scene.json").write_text("[]")
+        return root, thing
+    root = _copy(tiny_set, tmp_path / "set")
+    if case == "user_file":
+        thing = root / "notes.txt"
+        thing.write_text("mine")
+    elif case == "real_image_among_synthetic":
+        thing = root / "samples" / "CAM_FRONT" / "n015-2018-07-24-11-22-45+0800__CAM_FRONT__1.jpg"
+        thing.write_bytes(b"jpeg")
+    elif case == "other_infos":
+        thing = root / "infos_train.pkl"
+        thing.write_bytes(pickle.dumps({"infos": [], "metadata": {"version": "v1.0-trainval"}}))
+    else:  # a linked folder: never followed, never deleted
+        target = tmp_path / "elsewhere"
+        target.mkdir()
+        (target / "keep.bin").write_bytes(b"x")
+        thing = root / "gts" / "synth-0003-0009"
+        thing.symlink_to(target, target_is_directory=True)
+    return root, thing
+
+
+@pytest.mark.parametrize("case", ["nuscenes", "user_file", "real_image_among_synthetic", "other_infos", "symlink"])
+def test_a_folder_the_generator_did_not_write_is_refused_untouched(tiny_set: Path, tmp_path: Path, case: str):
+    from flashocc.errors import RunFolderError
+
+    root, thing = _foreign(tiny_set, tmp_path, case)
+    before = sorted(str(p) for p in root.rglob("*"))
+    rel = str(thing.relative_to(root))
+    with pytest.raises(RunFolderError, match=rf"{root}: holds {re.escape(rel)}, .*refusing to write a synthetic set "
+                                             r"there.*Choose an empty or new folder"):
+        generate_synthetic_set(root, ONE)
+    assert sorted(str(p) for p in root.rglob("*")) == before
+
+
+def test_demo_reuses_only_a_complete_set_of_its_settings(tiny_set: Path, tmp_path: Path, monkeypatch, caplog):
+    import logging
+
+    from flashocc.engine import demo
+    from flashocc.errors import RunFolderError
+
+    calls = []
+    monkeypatch.setattr(demo, "generate_synthetic_set", lambda root, config, progress=None: calls.append(config))
+    root = _copy(tiny_set, tmp_path / "set")
+    caplog.set_level(logging.INFO, logger="flashocc.engine.demo")
+    assert demo.ensure_synthetic_set(root, TINY) == root and calls == []
+    assert "reusing the complete synthetic set" in caplog.text
+    demo.ensure_synthetic_set(root, ONE, require_config=False)        # the user's own --data set: kept
+    assert calls == [] and "not the demo's own settings" in caplog.text
+    demo.ensure_synthetic_set(root, ONE)                              # the demo's folder: its settings
+    assert calls == [ONE] and "not reusing" in caplog.text and "other settings (frames_per_scene=3" in caplog.text
+    (root / "synth_complete.json").unlink()
+    caplog.clear()
+    demo.ensure_synthetic_set(root, TINY, require_config=False)
+    assert calls == [ONE, TINY] and "no synth_complete.json" in caplog.text
+    monkeypatch.undo()
+    caplog.clear()
+    real, thing = _foreign(tiny_set, tmp_path / "real", "nuscenes")
+    with pytest.raises(RunFolderError, match=r"^flashocc demo --data: .*holds samples/CAM_FRONT/n015.*flashocc train"):
+        demo.ensure_synthetic_set(real, ONE, require_config=False)
+    assert thing.read_bytes() == b"jpeg" and (real / "v1.0-mini" / "scene.json").exists()
+    assert "regenerating" not in caplog.text

@@ -1,5 +1,6 @@
 """Precomputed-mode indices: computed per calibration with the model's own code and cached by a hash
-of the calibration (fixes the official reuse of the first sample's indices, flashocc.md §7.1)."""
+of the calibration (fixes the official reuse of the first sample's indices in FlashOCC@4084861
+tools/convert_bevdet_to_TRT.py; docs/official-behaviour.md#tensorrt-path)."""
 from __future__ import annotations
 
 import math

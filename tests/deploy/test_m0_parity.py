@@ -2,7 +2,7 @@
 with >= 99.9 % argmax agreement on the real fixture and a synthetic input.
 
 Random weights (BatchNorm-calibrated; no real weights can be downloaded here). About 1.5 minutes
-on 2 cores (two exports of a 40M-parameter model).
+on 2 cores (two exports of a 40M-parameter model), so it is marked ``slow``: ``python -m pytest -m slow``.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'flashocc[deploy]')")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["precomputed", "full"])
 def test_m0_parity_two_threads(tmp_path, nuscenes_sample_dir, mode):
     from flashocc.data.dataset import DataConfig, OccDataset, collate_batch

@@ -12,7 +12,7 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip ins
 from flashocc.deploy import OnnxOccModel, export_onnx, read_spec  # noqa: E402
 from flashocc.grid import OccGrid  # noqa: E402
 from flashocc.models.presets import build_model, get_config  # noqa: E402
-from flashocc.models.temporal import example_sequence, temporal_batch  # noqa: E402
+from flashocc.models.examples import example_sequence, temporal_batch  # noqa: E402
 
 # flashocc-tiny-m2's layers on a smaller image and grid, so the export takes seconds.
 SMALL = OccGrid(lower=(-12.8, -12.8, -1.0), upper=(12.8, 12.8, 5.4))  # 64 cells: divisible by 8
@@ -60,7 +60,7 @@ def test_temporal_spec_and_graph(temporal_export):
 
 def test_calibration_and_bench_inputs_are_temporal():
     from flashocc.deploy.quantize import calibration_batches
-    from flashocc.models.temporal import example_model_batch
+    from flashocc.models.examples import example_model_batch
 
     (batch,) = calibration_batches("flashocc-tiny-m2", 1)
     assert batch["img"].shape[1] == 18 and batch["intrinsics"].shape[1] == 18

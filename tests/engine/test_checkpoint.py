@@ -1,8 +1,16 @@
+import os
+import pickle
+import re
+
 import pytest
 import torch
 
 from flashocc import build_model, load_checkpoint
-from flashocc.engine.checkpoint import atomic_torch_save, save_checkpoint
+from flashocc.config import default_run_config
+from flashocc.engine.checkpoint import (atomic_torch_save, extract_state_dict, read_checkpoint, read_state_dict,
+                                        save_checkpoint)
+from flashocc.engine.evaluate import load_model_for_inference
+from flashocc.errors import CheckpointError, CheckpointMismatchError, MissingFileError
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +93,80 @@ def test_bad_files_give_clear_errors(tmp_path):
     atomic_torch_save({"optimizer": {}}, tmp_path / "opt_only.pth")
     with pytest.raises(ValueError, match="no state dict"):
         load_checkpoint(model, tmp_path / "opt_only.pth")
+
+
+# ---- refused globals vs corrupt files, readable mismatches (issue #14) ------------------------------------
+class _Touch:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_refused_global_is_named_with_the_trusted_hint_and_never_run(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "hook": _Touch(marker)}, path)
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: refused to load") and f"{os.system.__module__}.system" in text
+    assert "trusted=True" in text and "\n" not in text
+    assert not marker.exists()
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the protocol-4 non-checkpoint
+@pytest.mark.parametrize("case", ["truncated", "garbage", "empty", "plain_pickle", "flipped_zip_header"])
+def test_a_corrupt_checkpoint_is_a_checkpoint_error_without_the_trusted_hint(reference, tmp_path, case):
+    good = tmp_path / "good.pth"
+    torch.save({"state_dict": reference.state_dict()}, good)
+    data = good.read_bytes()
+    path = tmp_path / f"{case}.pth"
+    path.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"definitely not a checkpoint", "empty": b"",
+                      "plain_pickle": pickle.dumps([1, 2, 3], protocol=4),
+                      "flipped_zip_header": b"PK\x03\x04" + bytes(b ^ 0x5A for b in data[4:64]) + data[64:]}[case])
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))}: not a readable checkpoint") as err:
+        read_state_dict(path)
+    assert "trusted" not in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(CheckpointError, match=re.escape(str(path))):
+        read_checkpoint(path, trusted=True)  # corrupt either way; no hint to trust it
+
+
+def test_missing_checkpoint_is_a_missing_file_error(tmp_path):
+    with pytest.raises(MissingFileError, match=r"checkpoint not found: .*nope\.pth"):
+        read_checkpoint(tmp_path / "nope.pth")
+
+
+@pytest.mark.parametrize("payload, found", [([torch.zeros(1)], "list"), ({1: torch.zeros(1)}, "mapping"),
+                                             ({"w": "not a tensor"}, "mapping"), ({}, "mapping"), (3, "int")])
+def test_payloads_without_a_state_dict_are_checkpoint_errors(tmp_path, payload, found):
+    path = tmp_path / "odd.pth"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(path))}: no state dict found.*found (a )?{found}"):
+        read_state_dict(path)
+    with pytest.raises(CheckpointError, match="no state dict"):
+        extract_state_dict(payload, source="memory")
+
+
+def test_mismatch_error_is_readable_lines_and_still_a_key_error(reference, tmp_path):
+    state = dict(reference.state_dict())
+    del state["occ_head.predicter.2.bias"]
+    path = tmp_path / "partial.pth"
+    torch.save({"state_dict": state}, path)
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_checkpoint(_fresh(), path)
+    assert isinstance(err.value, KeyError)
+    text = str(err.value)
+    assert text.startswith(f"{path} does not match the model:\n") and "\\n" not in text and not text.startswith("'")
+    assert "  occ_head.predicter.2.bias" in text.splitlines()
+
+
+def test_inference_loader_raises_the_mismatch_error(reference, tmp_path):
+    state = dict(reference.state_dict())
+    state["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "extra.pth"
+    torch.save({"state_dict": state}, path)
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_model_for_inference(default_run_config("flashocc-tiny"), path, torch.device("cpu"))
+    assert "extra.weight" in str(err.value) and "\\n" not in str(err.value)

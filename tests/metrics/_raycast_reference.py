@@ -1,4 +1,5 @@
-"""A slow, literal per-ray transcription of the official traversal (metrics_and_data.md §3.4), for tests."""
+"""A slow, literal per-ray transcription of the official traversal (FlashOCC@4084861 lib/dvr/dvr.cu,
+render_forward; docs/official-behaviour.md#rayiou-rays-and-traversal), for tests."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""RayIoU origins from hand-built pose records (metrics_and_data.md §3.2)."""
+"""RayIoU origins from hand-built pose records (SparseOcc@af4d9df loaders/ego_pose_dataset.py, EgoPoseDataset)."""
 import numpy as np
 import pytest
 

@@ -124,7 +124,8 @@ def test_backends_agree_on_the_real_volume(occ3d):
     i_t, d_t = cast_rays(codes, 2, o, e, "torch")
     np.testing.assert_array_equal(i_nb, i_t)
     np.testing.assert_array_equal(d_nb, d_t)
-    # the spec's independent check (metrics_and_data.md §3.9): 11,011 non-free GT rays, 3.45..54.24 m
+    # the independent check (docs/official-behaviour.md#independent-rayiou-check-on-the-fixture):
+    # 11,011 non-free GT rays, 3.45..54.24 m
     labels = gt.reshape(-1)[i_nb[0, 0]]
     assert (labels != 17).sum() == 11011
     metres = d_nb[0, 0] * 0.4

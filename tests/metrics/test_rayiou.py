@@ -24,7 +24,8 @@ def test_gt_against_itself_is_1_and_all_free_is_0(occ3d):
 
 
 # Pinned once from this implementation; the single-origin values agree to 4 decimals with the
-# independent numpy check in metrics_and_data.md §3.9 (0.7619 / 0.5258 / 0.8950).
+# independent numpy check in docs/official-behaviour.md#independent-rayiou-check-on-the-fixture
+# (0.7619 / 0.5258 / 0.8950).
 PINNED = {
     ("shift_x", 1): (0.7618571865556344, 0.7452038994975905, 0.7656452155859249, 0.7747224445833879),
     ("shift_x", 8): (0.7313142351431917, 0.7126978304218782, 0.734375524347638, 0.7468693506600586),

@@ -83,7 +83,7 @@ def test_depth_loss_when_configured():
 def test_3d_baseline_forward_on_small_grid():
     # The full 3D baseline at 200x200x16 is too heavy for a unit test; the same parts on a 40x40x16 grid.
     small = OccGrid(lower=(-8.0, -8.0, -1.0), upper=(8.0, 8.0, 5.4))
-    cfg = replace(get_config("bevdetocc-r50"), grid=small, backbone_depth=18, img_neck_channels=64,
+    cfg = replace(get_config("bevdetocc-r50"), grid=small, backbone="resnet18", img_neck_channels=64,
                   input_size=(64, 176))
     model = build_model(cfg).train()
     batch = {**example_batch(cfg), **_targets(shape=small.shape)}

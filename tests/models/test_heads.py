@@ -13,7 +13,7 @@ def test_channel_to_height_order_is_height_major():
     assert logits.shape == (2, 6, 5, 16, 18)
     z = torch.arange(16).view(16, 1)
     k = torch.arange(18).view(1, 18)
-    expected = (z * 18 + k).float()  # channel = z·18 + class (flashocc.md §2.1)
+    expected = (z * 18 + k).float()  # channel = z·18 + class (official BEVOCCHead2D.forward)
     torch.testing.assert_close(logits[1, 3, 2], expected)
 
 

@@ -120,4 +120,4 @@ def test_model_adds_the_affinity_term_when_asked():
     assert set(losses) == {"loss_occ", "loss_affinity"}
     losses["loss_affinity"].backward()
     assert model.occ_head.predicter[-1].weight.grad.abs().sum() > 0
-    assert build_model(get_config("flashocc-tiny")).affinity_loss_weight == 0  # off in every preset
+    assert build_model(get_config("flashocc-tiny")).criterion.affinity_loss_weight == 0  # off in every preset

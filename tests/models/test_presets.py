@@ -16,7 +16,7 @@ def test_parameter_counts_are_exact(name):
 def test_m1_state_dict_names_and_shapes_follow_official():
     with torch.device("meta"):
         sd = build_model("flashocc-r50-m1").state_dict()
-    assert len(sd) == 430  # flashocc.md §6, BN buffers included
+    assert len(sd) == 430  # the official M1 checkpoint's entries, BN buffers included
     prefixes = ["img_backbone.", "img_neck.", "img_view_transformer.", "img_bev_encoder_backbone.",
                 "img_bev_encoder_neck.", "occ_head."]
     assert all(any(k.startswith(p) for p in prefixes) for k in sd)
@@ -74,11 +74,24 @@ def test_describe_presets_reports_counts_and_flops():
     assert rows["flashocc-tiny"]["gflops"] < rows["flashocc-r50-m0"]["gflops"] / 4
 
 
-def test_explicit_class_weights_override_class_balance():
+def test_explicit_class_weights_reach_the_criterion_and_conflicts_are_refused():
     from dataclasses import replace
 
+    from flashocc.errors import ConfigError
+
     weights = tuple(float(i + 1) for i in range(18))
-    model = build_model(replace(get_config("flashocc-tiny"), class_weights=weights, class_balance=True))
-    assert model.class_weights.tolist() == list(weights)
-    with pytest.raises(ValueError, match="class_weights has 3 values"):
+    model = build_model(replace(get_config("flashocc-tiny"), class_weights=weights))
+    assert model.criterion.class_weights.tolist() == list(weights)
+    assert "criterion.class_weights" not in model.state_dict()  # not a checkpoint entry
+    with pytest.raises(ConfigError, match="model.class_balance"):  # both would mean one is ignored
+        build_model(replace(get_config("flashocc-tiny"), class_weights=weights, class_balance=True))
+    with pytest.raises(ConfigError, match="model.class_weights: expected 18 weights"):
         build_model(replace(get_config("flashocc-tiny"), class_weights=(1.0, 2.0, 3.0)))
+
+
+def test_demo_preset_is_tiny_with_the_training_aids():
+    tiny, demo = get_config("flashocc-tiny"), get_config("flashocc-tiny-demo")
+    assert (demo.depth_loss_weight, demo.depth_target, demo.semantic_loss_weight) == (1.0, "occupancy", 1.0)
+    with torch.device("meta"):
+        extra = count_parameters(build_model(demo)) - count_parameters(build_model(tiny))
+    assert extra == 16 * 18 + 18  # the semantic head only: same network at inference

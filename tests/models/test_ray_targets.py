@@ -11,7 +11,6 @@ from flashocc.grid import OCC3D_NUSCENES
 from flashocc.models.losses import downsample_gt_depth
 from flashocc.models.presets import build_model, example_batch, get_config
 from flashocc.models.ray_targets import first_hits, ray_points, ray_sample_depths, ray_targets
-from flashocc.models.temporal import data_requirements
 
 GRID = OCC3D_NUSCENES
 FREE = GRID.free_label
@@ -112,7 +111,7 @@ def test_first_hit_depths_agree_with_real_lidar(real_rig):
 def test_semantic_aid_trains_the_image_side_without_lidar():
     cfg = dataclasses.replace(get_config("flashocc-tiny"), depth_loss_weight=1.0, depth_target="occupancy",
                               semantic_loss_weight=0.5)
-    assert "load_depth" not in data_requirements(cfg)
+    assert "load_depth" not in cfg.data_requirements()
     torch.manual_seed(0)
     model = build_model(cfg).train()
     assert {k for k in model.state_dict() if k.startswith("semantic_head.")} == {"semantic_head.weight",
@@ -132,10 +131,15 @@ def test_semantic_aid_trains_the_image_side_without_lidar():
     assert model(example_batch(cfg)).shape == (1, *GRID.shape, GRID.num_classes)
 
 
-def test_official_presets_have_no_aid_and_temporal_refuses_it():
+def test_official_presets_have_no_aid_and_an_unused_target_is_refused():
+    from flashocc.errors import ConfigError
+    from flashocc.models.presets import PRESETS
+
+    for name in PRESETS:
+        cfg = get_config(name)
+        if name != "flashocc-tiny-demo":
+            assert (cfg.semantic_loss_weight, cfg.affinity_loss_weight, cfg.depth_target) == (0, 0, "lidar"), name
     assert "semantic_head.weight" not in build_model("flashocc-tiny").state_dict()
-    cfg = dataclasses.replace(get_config("flashocc-tiny-m2"), semantic_loss_weight=1.0)
-    with pytest.raises(ValueError, match="single-frame"):
-        build_model(cfg)
-    with pytest.raises(ValueError, match="single-frame"):
-        build_model(dataclasses.replace(get_config("flashocc-tiny-m2"), affinity_loss_weight=1.0))
+    # Occupancy depth targets without a depth loss would be ignored: refused, naming the field.
+    with pytest.raises(ConfigError, match="model.depth_target"):
+        build_model(dataclasses.replace(get_config("flashocc-tiny"), depth_target="occupancy"))

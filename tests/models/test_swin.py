@@ -9,7 +9,8 @@ import torch
 from flashocc.models.presets import build_model, count_parameters
 from flashocc.models.swin import (SWIN_LAYOUTS, PatchMerging, ShiftWindowMSA, SwinLayout, SwinTransformer,
                                   WindowMSA, relative_position_index)
-from flashocc.models.temporal import StereoStream, example_sequence, temporal_batch
+from flashocc.models.examples import example_sequence, temporal_batch
+from flashocc.models.temporal import StereoStream
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_temporal import CAMS, _cams, small_config  # noqa: E402

@@ -6,7 +6,8 @@ import torch
 
 from flashocc.grid import OccGrid
 from flashocc.models.presets import build_model, count_parameters, get_config
-from flashocc.models.temporal import FlashOccStereo4D, StereoStream, example_sequence, temporal_batch
+from flashocc.models.examples import example_sequence, temporal_batch
+from flashocc.models.temporal import FlashOccStereo4D, StereoStream
 
 SMALL_GRID = OccGrid(lower=(-38.4, -38.4, -1.0), upper=(38.4, 38.4, 5.4), voxel_size=(2.4, 2.4, 0.4))  # 32x32x16
 CAMS = 2  # two of the six rig cameras keep the CPU tests fast
@@ -63,14 +64,14 @@ def test_m2_parameter_count_and_official_names():
     with torch.device("meta"):
         m2 = build_model("flashocc-r50-m2")
     assert isinstance(m2, FlashOccStereo4D)
-    assert count_parameters(m2) == 58_668_414  # flashocc.md §0 (derived from the official modules)
+    assert count_parameters(m2) == 58_668_414  # derived from the official modules
     sd = m2.state_dict()
     prefixes = ("img_backbone.", "img_neck.", "img_view_transformer.", "pre_process_net.",
                 "img_bev_encoder_backbone.", "img_bev_encoder_neck.", "occ_head.")
     assert all(k.startswith(prefixes) for k in sd)
     assert not any("frustum" in k for k in sd)
     dn = "img_view_transformer.depth_net."
-    expected = {  # flashocc.md §6 (M2)
+    expected = {  # the official M2 checkpoint's keys
         "img_backbone.layer1.0.conv1.weight": (64, 64, 1, 1),
         "img_neck.lateral_convs.0.conv.weight": (256, 1024, 1, 1),
         dn + "reduce_conv.0.weight": (256, 256, 3, 3), dn + "reduce_conv.1.running_var": (256,),
@@ -98,7 +99,7 @@ def test_m2_parameter_count_and_official_names():
     for key, shape in expected.items():
         assert tuple(sd[key].shape) == shape, key
     assert not any(k.startswith("pre_process_net.layers.0.1") for k in sd)  # one block only
-    assert m2.img_view_transformer.sid and m2.depth_loss_weight == 0.05
+    assert m2.img_view_transformer.sid and m2.criterion.depth_loss_weight == 0.05
 
 
 def test_m2_bins_are_sid():
@@ -197,23 +198,44 @@ def test_train_mode_returns_occ_and_depth_losses_and_backprops():
         m(missing)
 
 
-def test_stage_api_matches_scene_start_forward(model, sequence):
-    # image_encoder -> view_transform -> bev_encoder -> occ_head (the per-stage benchmark path) gives
-    # the scene-start forward when the cost volume of a frame against itself is replaced by zeros.
-    frame = sequence[0]
+def test_stages_are_the_forward(model, sequence):
+    # encode_images -> lift_to_bev -> bev_encoder -> occ_head (what `flashocc bench` times per stage) is
+    # the real forward, previous frames and cost volumes included.
+    batch = temporal_batch(sequence, 2)
     with torch.no_grad():
-        feats = model.image_encoder(frame["img"])
-        bev, depth = model.view_transform(feats, frame)
-        logits = model.occ_head(model.bev_encoder(bev))
-    assert bev.shape == (1, 32, 32, 32) and depth.shape == (CAMS, 44, 4, 11)
-    torch.testing.assert_close(bev[:, :16], bev[:, 16:])
-    assert logits.shape == (1, 32, 32, 16, 18)
+        encoded = model.encode_images(batch)
+        lifted = model.lift_to_bev(encoded, batch)
+        logits = model.occ_head(model.bev_encoder(lifted.bev))
+        expected = model(batch)
+    assert lifted.bev.shape == (1, 32, 32, 32) and lifted.depth.shape == (CAMS, 44, 4, 11)
+    assert lifted.context.shape == (CAMS, 16, 4, 11)
+    torch.testing.assert_close(logits, expected, rtol=0, atol=0)
     with pytest.raises(ValueError, match="indices"):
-        model(frame, indices=object())
+        model(batch, indices=object())
+    with pytest.raises(TypeError, match="lift_to_bev"):
+        model.view_transform(encoded.curr.feats, batch)
 
 
 def test_data_requirements():
-    from flashocc.models.temporal import data_requirements
+    assert get_config("flashocc-r50-m2").data_requirements() == {
+        "input_size": (256, 704), "num_adjacent": 2, "load_depth": True, "depth_range": (1.0, 45.0)}
+    assert get_config("flashocc-r50-m1").data_requirements() == {"input_size": (256, 704), "num_adjacent": 0}
+    occupancy_depth = replace(get_config("flashocc-tiny-m2"), depth_target="occupancy")
+    assert "load_depth" not in occupancy_depth.data_requirements()  # its depth targets come from the voxels
 
-    assert data_requirements(get_config("flashocc-r50-m2")) == {"num_adjacent": 2, "load_depth": True}
-    assert data_requirements(get_config("flashocc-r50-m1")) == {}
+
+def test_ray_target_aids_train_the_temporal_model_too():
+    # The criterion reads the current frame's rays and context, whatever the family.
+    torch.manual_seed(0)
+    cfg = replace(small_config(), depth_target="occupancy", semantic_loss_weight=1.0, affinity_loss_weight=0.5)
+    m = build_model(cfg).train()
+    m.num_cameras = CAMS
+    batch = temporal_batch([_cams(f) for f in example_sequence(cfg, num_frames=3, seed=5)], 2)
+    labels = torch.full((1, 32, 32, 16), 17, dtype=torch.uint8)
+    labels[..., :2] = 11
+    batch.update(voxel_semantics=labels, mask_camera=torch.ones_like(labels))
+    losses = m(batch)  # no gt_depth needed: the depth targets are the rays' first occupied voxels
+    assert list(losses) == ["loss_occ", "loss_affinity", "loss_depth", "loss_semantic"]
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_depth"] > 0
+    losses["loss_semantic"].backward()
+    assert m.semantic_head.weight.grad.abs().sum() > 0

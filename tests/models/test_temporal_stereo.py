@@ -1,4 +1,5 @@
-"""Stereo cost volume and the camera-aware DepthNet (flashocc.md §3.8, §12.24)."""
+"""Stereo cost volume and the camera-aware DepthNet (official DepthNet.calculate_cost_volumn and forward,
+FlashOCC@4084861 projects/mmdet3d_plugin/models/model_utils/depthnet.py)."""
 import math
 
 import pytest
@@ -75,9 +76,12 @@ def test_depthnet_without_cost_volume_sees_zeros():
     x = torch.randn(2, 32, 4, 11)
     mlp = torch.randn(1, 2, 27)
     with torch.no_grad():
-        none = net(x, mlp, None)
-        zeros = net(x, mlp, torch.zeros(2, 12, 16, 44))
-        other = net(x, mlp, torch.rand(2, 12, 16, 44))
+        none = net.features(x, mlp, None)
+        zeros = net.features(x, mlp, torch.zeros(2, 12, 16, 44))
+        other = net.features(x, mlp, torch.rand(2, 12, 16, 44))
+        depth, context = net(x, mlp, None)  # the shared split: softmax over the first 12, then the context
+    torch.testing.assert_close(depth, none[:, :12].softmax(1), rtol=0, atol=0)
+    torch.testing.assert_close(context, none[:, 12:], rtol=0, atol=0)
     assert none.shape == (2, 12 + 8, 4, 11)
     torch.testing.assert_close(none, zeros, rtol=0, atol=0)
     assert (other[:, :12] - none[:, :12]).abs().max() > 1e-4  # the cost volume feeds the depth branch

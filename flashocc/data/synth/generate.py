@@ -6,6 +6,7 @@ Layout (the nuScenes/Occ3D one, so every reader handles synthetic and real data 
     root/samples/LIDAR_TOP/<scene>__LIDAR_TOP__<timestamp>.pcd.bin   (M, 5) float32 x, y, z, intensity, ring
     root/gts/<scene>/<token>/labels.npz                              semantics, mask_lidar, mask_camera
     root/infos_train.pkl, root/infos_val.pkl                         flashocc.data.infos.save_infos
+    root/synth_complete.json                                         written last: the set is complete
 
 Every frame is a pure function of (config, scene index, frame index), so the output is the same
 byte for byte whatever the number of workers.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import os
 import pickle
@@ -29,6 +31,7 @@ from PIL import Image
 from flashocc.atomic import atomic_write
 from flashocc.data.infos import CameraInfo, SampleInfo, save_infos
 from flashocc.data.synth.lidar import simulate_lidar
+from flashocc.data.synth.marker import FILES_PER_FRAME, INFO_FILES, MARKER_NAME, SOURCE, generator_files, marker_record
 from flashocc.data.synth.masks import camera_visibility, lidar_visibility
 from flashocc.data.synth.render import render_camera
 from flashocc.data.synth.rig import Rig, nuscenes_rig
@@ -140,6 +143,7 @@ def generate_synthetic_set(out: str | os.PathLike, config: SynthConfig = SynthCo
     """Write a synthetic set under ``out`` and return its root. ``progress(done, total)`` is called per frame."""
     config.validate()
     root = Path(out)
+    _remove_previous_set(root)
     root.mkdir(parents=True, exist_ok=True)
     jobs = [(s, f) for s in range(config.scenes) for f in range(config.frames_per_scene)]
     samples: list[SampleInfo] = []
@@ -163,11 +167,36 @@ def generate_synthetic_set(out: str | os.PathLike, config: SynthConfig = SynthCo
         logger.warning("only %d scene(s): the train split reuses the val scenes", config.scenes)
         train = val
     # The worker count changes nothing in the output, so it stays out of the (byte-identical) info files.
-    meta = {"source": "flashocc-synth", "config": {k: v for k, v in asdict(config).items() if k != "workers"}}
+    meta = {"source": SOURCE, "config": {k: v for k, v in asdict(config).items() if k != "workers"}}
     save_infos(train, root / "infos_train.pkl", meta)
     save_infos(val, root / "infos_val.pkl", meta)
+    # Last: the marker says every file above is in place (flashocc.data.synth.marker).
+    record = marker_record(config, len(jobs) * FILES_PER_FRAME + len(INFO_FILES), len(train), len(val))
+    with atomic_write(root / MARKER_NAME, "w") as f:
+        json.dump(record, f, indent=1, sort_keys=True)
     logger.info("wrote %d train and %d val frames to %s", len(train), len(val), root)
     return root
+
+
+def _remove_previous_set(root: Path) -> None:
+    """Delete an earlier synthetic set in ``root``, marker first; refuse a folder holding anything else.
+
+    Leftover frames of a larger earlier set, or old info files beside half-rewritten frames, would
+    otherwise be read as part of the new set.
+    """
+    old = generator_files(root)  # raises before anything is deleted
+    if not old:
+        return
+    logger.info("removing the previous synthetic set in %s (%d files)", root, len(old))
+    old.sort(key=lambda p: (p.name != MARKER_NAME, p.name not in INFO_FILES))
+    for path in old:
+        path.unlink(missing_ok=True)
+    folders = {folder for path in old for folder in path.parents if root in folder.parents}
+    for folder in sorted(folders, key=lambda p: -len(p.parts)):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty
+            pass
 
 
 # ---- per-frame writing -------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Occ3D-style visibility masks by depth testing every voxel against the sensors' first hits.
 
-A ray observes the voxels it crosses up to and including the first occupied one (Occ3D,
-metrics_and_data.md §1.1). Rather than marching rays, we ask per voxel whether some ray reaches
+A ray observes the voxels it crosses up to and including the first occupied one (Occ3D@6e8563a
+README.md; docs/official-behaviour.md#occ3d-labels). Rather than marching rays, we ask per voxel whether some ray reaches
 it: a voxel is observed when a probe point of it (its point nearest to the sensor, or its centre)
 lies no farther than the first hit along the ray through that point. That is tested for all voxels
 at once against each camera's per-pixel hit distance (``mask_camera``, the union over the six

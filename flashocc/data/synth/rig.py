@@ -60,7 +60,7 @@ _CAMERAS: dict[str, tuple[tuple[float, ...], tuple[tuple[float, ...], ...], int]
     ),
 }
 
-# LIDAR_TOP -> ego (x right, y forward, z up in the LiDAR frame; flashocc metrics_and_data.md §5.2).
+# LIDAR_TOP -> ego (the nuScenes LiDAR frame is x right, y forward, z up; values from the fixture above).
 _LIDAR2EGO: tuple[tuple[float, ...], ...] = (
     (0.0020332718268036842, 0.9997040629386902, 0.024241721257567406, 0.9437130093574524),
     (-0.9999805092811584, 0.0021756570786237717, -0.00584863917902112, 0.0),

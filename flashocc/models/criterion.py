@@ -1,0 +1,120 @@
+"""The training criterion: every loss term of the occupancy models and its weight, in one module.
+
+A model's forward gives ``OccOutputs`` (logits, the current frame's depth probabilities and lifted
+context, the auxiliary per-pixel class logits when it has a ``semantic_head``, and the camera inputs
+of the current frame); ``OccupancyCriterion(outputs, batch)`` turns them into the named losses that
+``model(batch)`` returns in train mode. The model holds the criterion as its child ``criterion`` so
+that ``model(batch)`` keeps returning losses; the criterion has no parameters and its class-weight
+buffer is not persistent, so checkpoints do not change.
+
+Terms, in this order (the order of the returned dict, so their sum is reproducible):
+  loss_occ       occupancy cross-entropy over the camera-visible voxels, optional class weights
+                 (FlashOCC@4084861 projects/mmdet3d_plugin/models/dense_heads/bev_occ_head.py, BEVOCCHead2D.loss)
+  loss_affinity  per-class precision/recall/specificity (``losses.affinity_loss``; ours, off officially)
+  loss_depth     depth BCE on LiDAR depth (view_transformer.py, LSSViewTransformerBEVDepth.get_depth_loss)
+                 or on the first occupied voxel of each ray (``ray_targets``; ours)
+  loss_semantic  per-pixel class of the first occupied voxel of each ray (ours)
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from flashocc.batch import TARGET_KEYS
+from flashocc.grid import OCC3D_NUSCENES, OccGrid
+from flashocc.models.losses import affinity_loss, cell_depth_loss, depth_loss, occupancy_loss, semantic_loss
+from flashocc.models.ray_targets import ray_targets
+
+
+@dataclass
+class OccOutputs:
+    """What one forward pass gives the criterion (all of the current frame)."""
+
+    logits: torch.Tensor                 # (B, Dx, Dy, Dz, K)
+    depth: torch.Tensor                  # (B·N, D, fH, fW) softmax probabilities
+    context: torch.Tensor                # (B·N, C, fH, fW) context features lifted into BEV
+    semantic: torch.Tensor | None        # (B·N, K, fH, fW) logits of the semantic_head, or None
+    geometry: Mapping[str, torch.Tensor]  # the current frame's camera inputs (flashocc.batch.INPUT_KEYS)
+
+
+class OccupancyCriterion(nn.Module):
+    """Named losses from ``OccOutputs`` and the batch targets.
+
+    ``depth_bins``/``sid``/``downsample``/``input_size`` describe the view transform whose depth is
+    supervised. ``class_weights`` weigh the occupancy and semantic cross-entropies (None: unweighted).
+    """
+
+    def __init__(self, grid: OccGrid = OCC3D_NUSCENES, *, depth_bins: tuple[float, float, float],
+                 downsample: int, input_size: tuple[int, int], sid: bool = False, use_mask: bool = True,
+                 class_weights: torch.Tensor | None = None, depth_loss_weight: float = 0.0,
+                 depth_target: str = "lidar", semantic_loss_weight: float = 0.0,
+                 affinity_loss_weight: float = 0.0) -> None:
+        super().__init__()
+        if depth_target not in ("lidar", "occupancy"):
+            raise ValueError(f"depth_target must be 'lidar' or 'occupancy', got {depth_target!r}")
+        self.grid = grid
+        self.depth_bins, self.sid = tuple(depth_bins), sid
+        self.downsample, self.input_size = downsample, tuple(input_size)
+        self.use_mask = use_mask
+        self.depth_loss_weight = depth_loss_weight
+        self.depth_target = depth_target
+        self.semantic_loss_weight = semantic_loss_weight
+        self.affinity_loss_weight = affinity_loss_weight
+        # Not a checkpoint entry in the official code, so not in our state dict either.
+        self.register_buffer("class_weights", class_weights, persistent=False)
+
+    @property
+    def uses_ray_targets(self) -> bool:
+        return self.semantic_loss_weight > 0 or (self.depth_loss_weight > 0 and self.depth_target == "occupancy")
+
+    def required_targets(self) -> tuple[str, ...]:
+        """Batch keys the losses read (``gt_depth`` only for a LiDAR depth loss)."""
+        lidar_depth = self.depth_loss_weight > 0 and self.depth_target == "lidar"
+        return TARGET_KEYS + (("gt_depth",) if lidar_depth else ())
+
+    def check_targets(self, batch: Mapping[str, torch.Tensor]) -> None:
+        missing = [k for k in self.required_targets() if k not in batch]
+        if missing:
+            raise ValueError(f"train mode needs targets {missing} in the batch; call model.eval() for logits")
+
+    def forward(self, outputs: OccOutputs, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        self.check_targets(batch)
+        labels = batch["voxel_semantics"]
+        mask = batch["mask_camera"] if self.use_mask else None
+        ignore = self.grid.ignore_label
+        out = {"loss_occ": occupancy_loss(outputs.logits, labels, mask, self.class_weights, ignore)}
+        if self.affinity_loss_weight > 0:
+            out["loss_affinity"] = self.affinity_loss_weight * affinity_loss(
+                outputs.logits, labels, mask, self.grid.free_label, ignore)
+        rays = None
+        if self.uses_ray_targets:
+            start, stop, _ = self.depth_bins
+            # The rays of the occupancy targets stop where the depth bins do.
+            rays = ray_targets({**outputs.geometry, "voxel_semantics": labels}, self.input_size, self.downsample,
+                               (float(start), float(stop)), self.grid)
+        if self.depth_loss_weight > 0:
+            if self.depth_target == "occupancy":
+                loss = cell_depth_loss(outputs.depth, rays[0], self.depth_bins, self.sid)
+            else:
+                loss = depth_loss(outputs.depth, batch["gt_depth"], self.downsample, self.depth_bins, self.sid)
+            out["loss_depth"] = self.depth_loss_weight * loss
+        if self.semantic_loss_weight > 0:
+            if outputs.semantic is None:
+                raise ValueError("semantic_loss_weight > 0 needs the model's semantic_head logits "
+                                 "(OccOutputs.semantic); build the model with the same config")
+            out["loss_semantic"] = self.semantic_loss_weight * semantic_loss(outputs.semantic, rays[1],
+                                                                             self.class_weights, ignore)
+        return out
+
+    def extra_repr(self) -> str:
+        terms = [f"occ(mask={self.use_mask}, weighted={self.class_weights is not None})"]
+        if self.affinity_loss_weight > 0:
+            terms.append(f"{self.affinity_loss_weight}·affinity")
+        if self.depth_loss_weight > 0:
+            terms.append(f"{self.depth_loss_weight}·depth({self.depth_target})")
+        if self.semantic_loss_weight > 0:
+            terms.append(f"{self.semantic_loss_weight}·semantic")
+        return " + ".join(terms)
