@@ -10,8 +10,14 @@ PrepareImageInputs.get_inputs and LoadAnnotationsBEVDepth; docs/official-behavio
   post_rots   (B, N, 3, 3)    image augmentation (original -> augmented pixels)
   post_trans  (B, N, 3)
   bda         (B, 3, 3)       BEV augmentation applied in the key-ego frame
+LiDAR inputs (LiDAR-only and fusion models; flashocc.data.lidar):
+  points      list of B (Nᵢ, 5) float32 tensors (x, y, z, intensity, Δt s): keyframe + sweeps in the
+              frame of the occupancy grid (LiDAR keyframe ego, then the bda flips); a list, not a
+              tensor, because Nᵢ differs per sample
+  lidar_depth (B, N, H, W)    metres at input resolution, 0 = no point (keyframe + sweeps per camera)
 Targets (train mode): voxel_semantics (B, Dx, Dy, Dz) uint8/long, mask_camera (B, Dx, Dy, Dz),
-optional mask_lidar and gt_depth (B, N, H, W) metres (0 = no LiDAR point).
+optional mask_lidar and gt_depth (B, N, H, W) metres (0 = no LiDAR point); panoptic models also
+voxel_instances (B, Dx, Dy, Dz) uint8 segment ids, 0 = free (Occ3D-panoptic ``instances``).
 """
 from __future__ import annotations
 
@@ -21,7 +27,8 @@ import torch
 
 INPUT_KEYS: tuple[str, ...] = ("img", "sensor2ego", "ego2global", "intrinsics", "post_rots", "post_trans", "bda")
 TARGET_KEYS: tuple[str, ...] = ("voxel_semantics", "mask_camera")
-OPTIONAL_KEYS: tuple[str, ...] = ("mask_lidar", "gt_depth")
+OPTIONAL_KEYS: tuple[str, ...] = ("mask_lidar", "gt_depth", "points", "lidar_depth", "voxel_instances")
+LIST_KEYS: tuple[str, ...] = ("points",)  # one tensor per sample, kept as a list by collate_batch
 
 _TRAILING_SHAPES = {
     "sensor2ego": (4, 4), "ego2global": (4, 4), "intrinsics": (3, 3), "post_rots": (3, 3), "post_trans": (3,),
@@ -47,5 +54,12 @@ def check_inputs(batch: Mapping[str, torch.Tensor]) -> tuple[int, int]:
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
-    """The batch with every tensor on ``device`` (strings such as ``tokens`` stay as they are)."""
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    """The batch with every tensor, and every tensor of a list key (``points``), on ``device`` (strings such as
+    ``tokens`` stay as they are)."""
+    def move(v):
+        if isinstance(v, torch.Tensor):
+            return v.to(device, non_blocking=True)
+        if isinstance(v, list) and v and all(isinstance(x, torch.Tensor) for x in v):
+            return [x.to(device, non_blocking=True) for x in v]
+        return v
+    return {k: move(v) for k, v in batch.items()}

@@ -220,6 +220,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--occ", default=None, help="Occ3D-nuScenes 'gts' folder (default: ROOT/gts)")
     n.add_argument("--out", required=True, help="output folder for the info files")
     n.add_argument("--version", default="v1.0-trainval", choices=["v1.0-trainval", "v1.0-mini"])
+    n.add_argument("--max-sweeps", type=int, default=10, help="earlier LiDAR sweeps recorded per sample, for "
+                   "the LiDAR and fusion models (default 10, as EFFOcc's infos; 0 as FlashOcc's)")
     n.add_argument("--json", action="store_true", help="print the summary as JSON")
     n.set_defaults(func=_run_data_nuscenes)
     s = data_commands.add_parser(
@@ -232,9 +234,24 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                    help="camera image size; intrinsics are the nuScenes ones scaled from 1600x900 (default 704x396)")
     s.add_argument("--val-scenes", type=int, default=None, help="scenes in infos_val.pkl, taken last "
                    "(default: max(1, scenes // 5))")
+    s.add_argument("--lidar-sweeps", type=int, default=10, help="earlier 20 Hz LiDAR sweeps per keyframe, for "
+                   "the LiDAR and fusion models (default 10; 0 writes keyframes only)")
     s.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default 2)")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(func=_run_data_synth)
+    q = data_commands.add_parser(
+        "panoptic", help="write Occ3D-panoptic labels (Occ3D arrays + instance ids) from the nuScenes boxes",
+        description="For every sample of the info files, write OUT/<scene>/<token>/labels.npz: the Occ3D "
+                    "semantics and masks plus 'instances' (uint8), numbered as SparseOcc's gen_instance_info.py "
+                    "does from the sample_annotation, instance and category tables of ROOT/VERSION.")
+    q.add_argument("--root", required=True, help="nuScenes root (holds the VERSION/ tables)")
+    q.add_argument("--infos", required=True, nargs="+", metavar="FILE",
+                   help="info files listing the samples (ours, BEVDet or mmdet3d), e.g. infos_train.pkl infos_val.pkl")
+    q.add_argument("--occ", default=None, help="Occ3D-nuScenes 'gts' folder (default: each info's occ_path)")
+    q.add_argument("--out", required=True, help="output folder, e.g. data/nuscenes/occ3d_panoptic")
+    q.add_argument("--version", default="v1.0-trainval", choices=["v1.0-trainval", "v1.0-mini"])
+    q.add_argument("--json", action="store_true", help="print the summary as JSON")
+    q.set_defaults(func=_run_data_panoptic)
 
 
 def _run_data_synth(args: argparse.Namespace) -> int:
@@ -249,7 +266,8 @@ def _run_data_synth(args: argparse.Namespace) -> int:
     except ValueError:
         raise ValueError(f"--image-size expects WxH such as 704x396, got {args.image_size!r}") from None
     config = SynthConfig(scenes=args.scenes, frames_per_scene=args.frames_per_scene, seed=args.seed,
-                         image_size=(width, height), val_scenes=args.val_scenes, workers=args.workers)
+                         image_size=(width, height), val_scenes=args.val_scenes, lidar_sweeps=args.lidar_sweeps,
+                         workers=args.workers)
     start = time.perf_counter()
     with tqdm(total=args.scenes * args.frames_per_scene, desc="synth", unit="frame",
               disable=not sys.stderr.isatty()) as bar:
@@ -272,7 +290,8 @@ def _run_data_synth(args: argparse.Namespace) -> int:
 def _run_data_nuscenes(args: argparse.Namespace) -> int:
     from flashocc.data.nuscenes_tables import build_nuscenes_infos
 
-    result = build_nuscenes_infos(args.root, args.out, version=args.version, occ=args.occ)
+    result = build_nuscenes_infos(args.root, args.out, version=args.version, occ=args.occ,
+                                  max_sweeps=args.max_sweeps)
     summary = {"files": {k: str(v) for k, v in result.files.items()}, "samples": result.counts,
                "missing_labels": result.missing_labels}
     if args.json:
@@ -284,10 +303,30 @@ def _run_data_nuscenes(args: argparse.Namespace) -> int:
         print(f"warning: {result.missing_labels} samples have no Occ3D labels.npz", file=sys.stderr)
     return 0
 
+
+def _run_data_panoptic(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from flashocc.data.infos import load_infos
+    from flashocc.data.panoptic import build_panoptic_gt
+
+    samples = [s for path in args.infos for s in load_infos(path)]
+    with tqdm(total=len(samples), desc="panoptic", unit="sample", disable=not sys.stderr.isatty()) as bar:
+        result = build_panoptic_gt(args.root, samples, args.out, version=args.version, occ=args.occ,
+                                   progress=bar.update)
+    summary = {"out": args.out, "samples": len(result.files), "boxes": result.boxes,
+               "max_segments": result.max_segments, "unassigned_voxels": result.unassigned_voxels}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"wrote {len(result.files)} panoptic labels under {args.out} ({result.boxes} boxes, at most "
+          f"{result.max_segments} segments per sample, {result.unassigned_voxels} occupied voxels without an id)")
+    return 0
+
 # ---- metrics ------------------------------------------------------------------------------------
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "evaluate", help="score dumped predictions against an Occ3D gts/ tree (mIoU, RayIoU, F-score)",
+        "evaluate", help="score dumped predictions against an Occ3D gts/ tree (mIoU, RayIoU, RayPQ, F-score)",
         description="Predictions: <scene>/<token>/labels.npz (key semantics, ours), <scene>/<token>/pred.npz "
                     "(key pred, official show_dir) or <token>.npz. GT: <scene>/<token>/labels.npz.")
     p.add_argument("--pred", required=True, metavar="DIR", help="folder of predictions")
@@ -298,11 +337,21 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", default="camera", choices=("camera", "lidar", "none"),
                    help="voxel mask for mIoU and F-score (official: camera); RayIoU never uses a mask")
     p.add_argument("--backend", default="auto", choices=("auto", "numba", "torch"), help="RayIoU ray caster")
+    p.add_argument("--panoptic", action="store_true",
+                   help="also RayPQ: --gt is the Occ3D-panoptic tree ('flashocc data panoptic') and each prediction "
+                        "holds instance ids (instances or pano_inst, with semantics, pred_occ or pano_sem); "
+                        "needs --infos")
     p.add_argument("--workers", type=int, default=2, help="threads reading files ahead (default 2)")
     p.add_argument("--allow-missing", action="store_true",
                    help="with --infos: score the samples that have predictions (the report says how many are missing)")
     p.add_argument("--ignore-extra", action="store_true",
                    help="with --infos: skip predictions for samples the split does not list (the report counts them)")
+    p.add_argument("--cache", nargs="?", const="", default=None, metavar="DIR",
+                   help="keep the ground-truth RayIoU casts in DIR (default ~/.cache/flashocc/rayiou-gt) so that "
+                        "scoring another checkpoint on the same split casts only the predictions; same scores")
+    p.add_argument("--cache-max-gb", type=float, default=4.0,
+                   help="size bound of --cache; the entries used longest ago go first (default 4; Occ3D val "
+                        "needs about 2.7)")
     p.add_argument("--json", metavar="OUT", help="also write the results to this JSON file")
     p.set_defaults(func=_run_evaluate)
 
@@ -318,18 +367,28 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if args.metrics:
         metrics = _metric_list(args.metrics)
     else:
-        metrics = ("miou", "rayiou") if args.infos else ("miou",)
+        metrics = ("miou", "rayiou") if args.infos or args.panoptic else ("miou",)
     if args.workers < 0:
         raise ConfigError(f"--workers: expected an integer >= 0 (0: read in the scoring thread), found {args.workers}")
+    cache = None
+    if args.cache is not None:
+        from flashocc.metrics.ray_cache import GTRayCache
+
+        if not args.cache_max_gb > 0:
+            raise ConfigError(f"--cache-max-gb: expected a size in GB > 0, found {args.cache_max_gb}")
+        cache = GTRayCache(args.cache or None, max_bytes=int(args.cache_max_gb * 1e9))
     if (args.allow_missing or args.ignore_extra) and not args.infos:
         raise ConfigError("--allow-missing and --ignore-extra relax the check against a split: pass --infos FILE")
-    config = ScoreConfig(metrics=metrics, mask=args.mask, backend=args.backend)
+    config = ScoreConfig(metrics=metrics, mask=args.mask, backend=args.backend, panoptic=args.panoptic)
     infos = load_infos(args.infos) if args.infos else None
     with tqdm(desc="evaluate", unit="sample", disable=not sys.stderr.isatty()) as bar:
         result = evaluate_dirs(args.pred, args.gt, infos, config, on_sample=bar.update, split=args.infos,
                                workers=args.workers, allow_missing=args.allow_missing,
-                               ignore_extra=args.ignore_extra)
+                               ignore_extra=args.ignore_extra, ray_cache=cache)
     print(format_report(result))
+    if cache is not None and (cache.hits or cache.misses):
+        print(f"RayIoU ground-truth cache {cache.root}: {cache.hits} samples reused, {cache.misses} cast"
+              + (f" ({cache.rejected} unreadable entries replaced)" if cache.rejected else ""))
     if args.json:
         print(f"wrote {write_json(result, args.json)}")
     return 0
@@ -350,6 +409,9 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", choices=("camera", "none"), default="camera",
                    help="camera: hide voxels outside mask_camera (from the GT, else the file) when there is one")
     p.add_argument("--gif", action="store_true", help="also write sequence.gif (and .mp4 with imageio-ffmpeg)")
+    p.add_argument("--instances", action="store_true",
+                   help="also draw the instance ids of files that hold them ('instances' or 'pano_inst'): "
+                        "<stem>_instances.png, one colour per id, the same in every frame (and the GIF frames)")
     p.add_argument("--fps", type=float, default=2.0, help="frames per second of the GIF/MP4 (default 2)")
     p.add_argument("--json", action="store_true", help="print the written files as JSON")
     p.set_defaults(func=_run_viz)
@@ -359,7 +421,7 @@ def _run_viz(args: argparse.Namespace) -> int:
     from flashocc.viz.run import visualize
 
     result = visualize(args.path, out=args.out, gt=args.gt, images=args.images, mask=args.mask, gif=args.gif,
-                       data_root=args.data_root, fps=args.fps)
+                       data_root=args.data_root, fps=args.fps, instances=args.instances)
     if args.json:
         print(json.dumps({"files": [str(f) for f in result.files], "notes": result.notes}, indent=2))
         return 0

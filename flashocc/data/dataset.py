@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from flashocc.batch import LIST_KEYS
+from flashocc.data import lidar as L
 from flashocc.data import transforms as T
 from flashocc.data.infos import SampleInfo, load_infos
 from flashocc.data.occ3d import load_labels
@@ -32,6 +34,7 @@ from flashocc.geometry import NUSCENES_CAMERAS
 log = logging.getLogger(__name__)
 
 VOLUME_KEYS: tuple[str, ...] = ("voxel_semantics", "mask_lidar", "mask_camera")
+INSTANCES_KEY = "voxel_instances"
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,22 @@ class DataConfig:
     flip_dx_ratio: float = 0.5                    # BEV flips (bda), train only, applied to the GT too
     flip_dy_ratio: float = 0.5
     load_occ: bool = True                         # voxel_semantics, mask_lidar, mask_camera
+    # voxel_instances from the Occ3D-panoptic 'instances' array, for panoptic models and RayPQ. Read from the
+    # info's occ_path, or, when instances_root is set, from <root>/<instances_root>/<scene>/<token>/labels.npz
+    # (the Occ3D arrays are then read from there too: FlashOCC@4084861 nuscenes_dataset_occ.py, evaluate,
+    # swaps gts/ for occ3d_panoptic/ the same way).
+    load_instances: bool = False
+    instances_root: str = ""
     load_depth: bool = False                      # gt_depth (N, H, W) from LiDAR
     depth_range: tuple[float, float] = (1.0, 45.0)
     num_adjacent: int = 0                         # previous keyframes for temporal models
+    # LiDAR (EFFOcc LiDAR-only and fusion models; flashocc.data.lidar, docs/official-behaviour.md#lidar-points-and-sweeps)
+    load_points: bool = False                     # points: keyframe + sweeps in the grid's ego frame, flipped with bda
+    sweeps: int = 10                              # info sweeps considered, newest first (the infos' max_sweeps)
+    sweeps_used: int = 9                          # sweeps added to the keyframe: random in training, newest at test
+    sweep_min_distance: float = 1.0               # metres: sweep points with |x|, |y| both below it are dropped
+    pad_empty_sweeps: bool = True                 # no sweeps in the infos: repeat the keyframe (official quirk)
+    load_lidar_depth: bool = False                # lidar_depth (N, H, W): keyframe + sweeps projected per camera
 
     def __post_init__(self) -> None:
         # Each check is a callable so that a malformed value (None, a 3-tuple) fails its own check
@@ -87,10 +103,24 @@ class DataConfig:
             ("flip_dy_ratio", lambda: _numbers((self.flip_dy_ratio,), 1) and 0 <= self.flip_dy_ratio <= 1,
              "a probability in [0, 1]"),
             ("load_occ", lambda: isinstance(self.load_occ, bool), "true or false"),
+            ("load_instances", lambda: isinstance(self.load_instances, bool), "true or false"),
+            ("load_instances", lambda: self.load_occ or not self.load_instances,
+             "false when data.load_occ is false (instance ids come with the Occ3D labels)"),
+            ("instances_root", lambda: isinstance(self.instances_root, str),
+             "a folder relative to the data root (e.g. occ3d_panoptic), or '' for the info's occ_path"),
+            ("instances_root", lambda: self.load_instances or not self.instances_root,
+             "'' unless data.load_instances is true (it says where the instance ids are read)"),
             ("load_depth", lambda: isinstance(self.load_depth, bool), "true or false"),
             ("depth_range", lambda: _numbers(self.depth_range, 2) and 0 < self.depth_range[0] < self.depth_range[1],
              "(near, far) metres with 0 < near < far"),
             ("num_adjacent", lambda: _ints((self.num_adjacent,), 1) and self.num_adjacent >= 0, "an integer >= 0"),
+            ("load_points", lambda: isinstance(self.load_points, bool), "true or false"),
+            ("sweeps", lambda: _ints((self.sweeps,), 1) and self.sweeps >= 0, "an integer >= 0"),
+            ("sweeps_used", lambda: _ints((self.sweeps_used,), 1) and self.sweeps_used >= 0, "an integer >= 0"),
+            ("sweep_min_distance", lambda: _numbers((self.sweep_min_distance,), 1) and self.sweep_min_distance >= 0,
+             "a distance >= 0 in metres (0 keeps every point)"),
+            ("pad_empty_sweeps", lambda: isinstance(self.pad_empty_sweeps, bool), "true or false"),
+            ("load_lidar_depth", lambda: isinstance(self.load_lidar_depth, bool), "true or false"),
         ]
         for name, ok, expected in checks:
             if not ok():
@@ -137,7 +167,11 @@ class OccDataset(Dataset):
       img (T*N, 3, H, W) float32 BGR-normalised; sensor2ego, ego2global (T*N, 4, 4); intrinsics,
       post_rots (T*N, 3, 3); post_trans (T*N, 3); bda (3, 3) — all float32;
       voxel_semantics, mask_lidar, mask_camera (Dx, Dy, Dz) uint8 (``load_occ``), flipped with the bda;
-      gt_depth (N, H, W) float32 metres of the current frame (``load_depth``);
+      voxel_instances (Dx, Dy, Dz) uint8 panoptic segment ids, 0 = free (``load_instances``), flipped alike;
+      gt_depth (N, H, W) float32 metres of the current frame (``load_depth``, keyframe points only);
+      points (M, 5) float32 x, y, z, intensity, Δt (``load_points``): keyframe + sweeps in the grid's
+      ego frame, flipped with the bda; lidar_depth (N, H, W) float32 metres, 0 = no point
+      (``load_lidar_depth``, keyframe + sweeps, a model input of the fusion models);
       plus ``token`` and ``scene_name`` strings.
 
     Augmentation randomness: ``aug_seed=None`` draws fresh entropy on every call; an int makes it a
@@ -228,18 +262,36 @@ class OccDataset(Dataset):
                 e2g.append(cam.ego2global)
             T.check_sample_sizes(sizes, frame.token)
         flip_dx, flip_dy = T.sample_bda_flips(cfg, rng, self.train)
+        bda = T.bda_for_flips(flip_dx, flip_dy)
         out = {
             "img": torch.stack(imgs),
             "sensor2ego": _f32(s2e), "ego2global": _f32(e2g), "intrinsics": _f32(intrins),
             "post_rots": _f32(post_rots), "post_trans": _f32(post_trans),
-            "bda": torch.from_numpy(T.bda_for_flips(flip_dx, flip_dy)),
+            "bda": torch.from_numpy(bda),
             "token": current.token, "scene_name": current.scene_name,
         }
         if cfg.load_occ:
             out.update(self._load_occ(current, flip_dx, flip_dy))
+        cam_rots, cam_trans = post_rots[:len(cfg.cameras)], post_trans[:len(cfg.cameras)]
         if cfg.load_depth:
-            out["gt_depth"] = self._depth_maps(current, post_rots[:len(cfg.cameras)], post_trans[:len(cfg.cameras)])
+            out["gt_depth"] = self._depth_maps(current, cam_rots, cam_trans)
+        if cfg.load_points or cfg.load_lidar_depth:
+            # Drawn after the image and BEV augmentation, so enabling LiDAR leaves those draws as they were.
+            points = self.lidar_points(current, rng)
+            if cfg.load_points:
+                out["points"] = torch.from_numpy(L.to_grid_frame(points, current.lidar2ego, bda))
+            if cfg.load_lidar_depth:
+                out["lidar_depth"] = torch.from_numpy(L.lidar_depth_images(
+                    points, current, cfg.cameras, cam_rots, cam_trans, cfg.input_size, cfg.depth_range))
         return out
+
+    def lidar_points(self, sample: SampleInfo, rng: np.random.Generator | None = None) -> np.ndarray:
+        """(M, 5) float32 keyframe + sweeps in the keyframe LiDAR frame (``flashocc.data.lidar``); ``rng``
+        draws the sweeps in training, None takes the newest."""
+        cfg = self.config
+        settings = L.SweepSettings(cfg.sweeps, cfg.sweeps_used, cfg.sweep_min_distance, cfg.pad_empty_sweeps)
+        return L.multi_sweep_points(sample, settings,
+                                    lambda rel, what: resolve_data_path(self.root, rel, sample.token, what), rng)
 
     def _check_size(self, size: tuple[int, int], token: str, path: Path) -> None:
         if not self._warned_size and (size[1], size[0]) != tuple(self.config.src_size):
@@ -266,9 +318,20 @@ class OccDataset(Dataset):
         if sample.occ_path is None:
             raise DataError(f"sample {sample.token}: the info record has no occ_path; build infos with "
                              f"'flashocc data nuscenes --occ GTS' or set DataConfig(load_occ=False)")
-        labels = load_labels(self.root / sample.occ_path, sample.token)
+        cfg = self.config
+        path = self.root / sample.occ_path
+        if cfg.load_instances and cfg.instances_root:
+            path = self.root / cfg.instances_root / sample.scene_name / sample.token / "labels.npz"
+            if not path.is_file():
+                raise MissingFileError(f"sample {sample.token}: {path} not found (data.instances_root = "
+                                       f"{cfg.instances_root!r}); write the panoptic labels with 'flashocc data "
+                                       f"panoptic --out {self.root / cfg.instances_root}'")
+        labels = load_labels(path, sample.token, instances=cfg.load_instances)
         arrays = (labels.semantics, labels.mask_lidar, labels.mask_camera)
-        return {key: torch.from_numpy(T.flip_volume(arr, flip_dx, flip_dy)) for key, arr in zip(VOLUME_KEYS, arrays)}
+        out = {key: torch.from_numpy(T.flip_volume(arr, flip_dx, flip_dy)) for key, arr in zip(VOLUME_KEYS, arrays)}
+        if cfg.load_instances:
+            out[INSTANCES_KEY] = torch.from_numpy(T.flip_volume(labels.instances, flip_dx, flip_dy))
+        return out
 
     def _depth_maps(self, sample: SampleInfo, post_rots: list, post_trans: list) -> torch.Tensor:
         path = resolve_data_path(self.root, sample.lidar_path, sample.token, "LiDAR sweep")
@@ -295,8 +358,10 @@ def collate_batch(samples: Sequence[dict]) -> dict:
         if set(sample) != keys:
             raise ValueError(f"sample {sample.get('token')} has keys {sorted(sample)}, but sample "
                              f"{samples[0].get('token')} has {sorted(keys)}; mixed DataConfigs in one batch")
-    tensor_keys = [key for key in sorted(keys) if isinstance(samples[0][key], torch.Tensor)]
+    tensor_keys = [key for key in sorted(keys) if isinstance(samples[0][key], torch.Tensor) and key not in LIST_KEYS]
     batch = {key: torch.stack([s[key] for s in samples]) for key in tensor_keys}
+    for key in sorted(keys & set(LIST_KEYS)):
+        batch[key] = [s[key] for s in samples]      # one (Nᵢ, C) tensor per sample: point counts differ
     batch["tokens"] = [s["token"] for s in samples]
     batch["scene_names"] = [s["scene_name"] for s in samples]
     return batch

@@ -44,6 +44,16 @@ class CameraInfo:
 
 
 @dataclass
+class SweepInfo:
+    """An earlier LIDAR_TOP sweep of a keyframe, as mmdet3d's ``create_nuscenes_infos(max_sweeps=10)``
+    records it (mmdet3d 1.0 tools/data_converter/nuscenes_converter.py, obtain_sensor2top)."""
+
+    data_path: str                  # relative to the data root; (M, 5) float32 like the keyframe file
+    sensor2lidar: np.ndarray        # (4, 4) sweep LiDAR -> keyframe LiDAR, ego motion included
+    timestamp: int                  # microseconds
+
+
+@dataclass
 class SampleInfo:
     token: str
     scene_name: str
@@ -55,6 +65,7 @@ class SampleInfo:
     cams: dict[str, CameraInfo] = field(default_factory=dict)  # keyed by camera name, NUSCENES_CAMERAS order
     occ_path: str | None = None     # folder holding labels.npz, relative to the data root
     prev_token: str = ""            # previous keyframe of the same scene ("" at a scene start)
+    sweeps: list[SweepInfo] = field(default_factory=list)  # newest first; empty in FlashOcc's own infos
 
 
 def sample_to_dict(sample: SampleInfo) -> dict:
@@ -63,7 +74,8 @@ def sample_to_dict(sample: SampleInfo) -> dict:
 
 def sample_from_dict(d: dict) -> SampleInfo:
     cams = {name: CameraInfo(**cam) for name, cam in d["cams"].items()}
-    return SampleInfo(**{**d, "cams": cams})
+    sweeps = [SweepInfo(**sweep) for sweep in d.get("sweeps", [])]  # files written before sweeps have none
+    return SampleInfo(**{**d, "cams": cams, "sweeps": sweeps})
 
 
 def save_infos(samples: list[SampleInfo], path: str | os.PathLike, metadata: dict | None = None) -> Path:
@@ -94,7 +106,8 @@ def safe_load_pickle(path: str | os.PathLike):
     except RefusedPickle as exc:
         raise UnsafeFileError(f"{path}: not a readable info pickle: {exc} (nothing in it was run)") from exc
     except Exception as exc:  # a corrupt stream fails in many ways (EOFError, UnpicklingError, ValueError, ...)
-        raise DataError(f"{path}: not a readable info pickle ({type(exc).__name__}: {exc})") from exc
+        reason = _clip(exc) or ("the file ends before the pickle does" if isinstance(exc, EOFError) else "no details")
+        raise DataError(f"{path}: not a readable info pickle ({type(exc).__name__}: {reason})") from exc
 
 
 def load_infos(path: str | os.PathLike) -> list[SampleInfo]:
@@ -174,6 +187,21 @@ def validate_sample(sample: SampleInfo, source: str = "<memory>") -> None:
         _check_pose(cam.sensor2ego, f"{where}: field 'cams.{name}.sensor2ego'")
         _check_pose(cam.ego2global, f"{where}: field 'cams.{name}.ego2global'")
         _check_intrinsics(cam.intrinsics, f"{where}: field 'cams.{name}.intrinsics'")
+    if not isinstance(sample.sweeps, list):
+        raise DataError(f"{where}: field 'sweeps' must be a list of sweep records, found "
+                        f"{type(sample.sweeps).__name__}")
+    for i, sweep in enumerate(sample.sweeps):
+        if not isinstance(sweep, SweepInfo):
+            raise DataError(f"{where}: field 'sweeps[{i}]' must be a sweep record, found {type(sweep).__name__}")
+        if not isinstance(sweep.data_path, str) or not sweep.data_path:
+            raise DataError(f"{where}: field 'sweeps[{i}].data_path' must be a non-empty path, found "
+                            f"{sweep.data_path!r:.64}")
+        _check_timestamp(sweep.timestamp, f"{where}: field 'sweeps[{i}].timestamp'")
+        if sweep.timestamp > sample.timestamp:
+            # Δt = keyframe - sweep time becomes a point feature; a later "sweep" is a mixed-up record.
+            raise DataError(f"{where}: field 'sweeps[{i}].timestamp' is {sweep.timestamp}, after the keyframe's "
+                            f"{sample.timestamp}; expected earlier sweeps only")
+        _check_pose(sweep.sensor2lidar, f"{where}: field 'sweeps[{i}].sensor2lidar'")
 
 
 def _as_matrix(value, shape: tuple[int, ...], where: str, what: str) -> np.ndarray:
@@ -244,7 +272,13 @@ def data_relative_path(path: str, anchors: tuple[str, ...] = ("samples", "sweeps
 
 
 def _matrix(value, shape: tuple[int, ...], field_name: str) -> np.ndarray:
-    out = np.asarray(value, dtype=np.float64)
+    if np.iscomplexobj(value):  # the cast below would drop the imaginary part with only a warning
+        raise ValueError(f"field '{field_name}' must hold real numbers, found a complex array")
+    try:
+        out = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"field '{field_name}' must be a {shape} array of numbers, found {type(value).__name__} "
+                         f"({exc})") from exc
     if out.shape != shape:
         raise ValueError(f"field '{field_name}' must have shape {shape}, found {out.shape}")
     return out
@@ -258,6 +292,8 @@ def _read_ours(d: dict) -> SampleInfo:
         cam.intrinsics = _matrix(cam.intrinsics, (3, 3), f"cams.{name}.intrinsics")
         cam.sensor2ego = _matrix(cam.sensor2ego, (4, 4), f"cams.{name}.sensor2ego")
         cam.ego2global = _matrix(cam.ego2global, (4, 4), f"cams.{name}.ego2global")
+    for i, sweep in enumerate(sample.sweeps):
+        sweep.sensor2lidar = _matrix(sweep.sensor2lidar, (4, 4), f"sweeps[{i}].sensor2lidar")
     return sample
 
 
@@ -268,18 +304,33 @@ def _read_bevdet(d: dict) -> SampleInfo:
         cams[name] = CameraInfo(
             image_path=data_relative_path(cam["data_path"]),
             intrinsics=_matrix(cam["cam_intrinsic"], (3, 3), f"cams.{name}.cam_intrinsic"),
-            sensor2ego=make_transform(check_quaternion(cam["sensor2ego_rotation"]), cam["sensor2ego_translation"]),
-            ego2global=make_transform(check_quaternion(cam["ego2global_rotation"]), cam["ego2global_translation"]),
+            sensor2ego=make_transform(check_quaternion(cam["sensor2ego_rotation"]), _matrix(
+                cam["sensor2ego_translation"], (3,), f"cams.{name}.sensor2ego_translation")),
+            ego2global=make_transform(check_quaternion(cam["ego2global_rotation"]), _matrix(
+                cam["ego2global_translation"], (3,), f"cams.{name}.ego2global_translation")),
             timestamp=int(cam.get("timestamp", 0)),
         )
     occ = d.get("occ_path")
     return SampleInfo(
         token=str(d["token"]), scene_name=str(d.get("scene_name", "")), scene_token=str(d.get("scene_token", "")),
         timestamp=int(d["timestamp"]), lidar_path=data_relative_path(d["lidar_path"]),
-        lidar2ego=make_transform(check_quaternion(d["lidar2ego_rotation"]), d["lidar2ego_translation"]),
-        ego2global=make_transform(check_quaternion(d["ego2global_rotation"]), d["ego2global_translation"]),
+        lidar2ego=make_transform(check_quaternion(d["lidar2ego_rotation"]),
+                                 _matrix(d["lidar2ego_translation"], (3,), "lidar2ego_translation")),
+        ego2global=make_transform(check_quaternion(d["ego2global_rotation"]),
+                                  _matrix(d["ego2global_translation"], (3,), "ego2global_translation")),
         cams=_camera_order(cams), occ_path=None if occ is None else data_relative_path(occ, ("gts",)),
+        sweeps=[_bevdet_sweep(sweep, i) for i, sweep in enumerate(d.get("sweeps") or [])],
     )
+
+
+def _bevdet_sweep(sweep: dict, i: int) -> SweepInfo:
+    """One entry of ``sweeps`` (EFFOcc's ``bevdetv3-nuscenes_infos_*.pkl``, mmdet3d 1.0 obtain_sensor2top):
+    points map to the keyframe LiDAR as p @ sensor2lidar_rotation.T + sensor2lidar_translation."""
+    out = np.eye(4)
+    out[:3, :3] = _matrix(sweep["sensor2lidar_rotation"], (3, 3), f"sweeps[{i}].sensor2lidar_rotation")
+    out[:3, 3] = _matrix(sweep["sensor2lidar_translation"], (3,), f"sweeps[{i}].sensor2lidar_translation")
+    return SweepInfo(data_path=data_relative_path(sweep["data_path"]), sensor2lidar=out,
+                     timestamp=int(sweep["timestamp"]))
 
 
 def _read_mmdet3d(d: dict) -> SampleInfo:
@@ -314,12 +365,25 @@ def _read_mmdet3d(d: dict) -> SampleInfo:
         token=str(d["token"]), scene_name=str(d.get("scene_name", "")), scene_token=str(d.get("scene_token", "")),
         timestamp=_microseconds(d["timestamp"]), lidar_path=_with_prefix(lidar["lidar_path"], "samples/LIDAR_TOP"),
         lidar2ego=lidar2ego, ego2global=ego2global, cams=_camera_order(cams), occ_path=d.get("occ_path"),
+        sweeps=[_mmdet3d_sweep(sweep, i) for i, sweep in enumerate(d.get("lidar_sweeps") or [])],
     )
+
+
+def _mmdet3d_sweep(sweep: dict, i: int) -> SweepInfo:
+    """One ``lidar_sweeps`` entry of mmdet3d v1.x (tools/dataset_converters/update_infos_to_v2.py).
+
+    Its ``lidar2sensor`` is the true inverse of the 1.0 sensor2lidar, so we invert it back. mmdet3d
+    v1.x's own LoadPointsFromMultiSweeps applies it as p @ R - t, which adds R^T·T instead of T
+    (open-mmlab/mmdetection3d#3054, PR #3007); EFFOcc and the 1.0 loaders are not affected.
+    """
+    lidar2sensor = _matrix(sweep["lidar_points"]["lidar2sensor"], (4, 4), f"lidar_sweeps[{i}].lidar2sensor")
+    return SweepInfo(data_path=_with_prefix(sweep["lidar_points"]["lidar_path"], "sweeps/LIDAR_TOP"),
+                     sensor2lidar=np.linalg.inv(lidar2sensor), timestamp=_microseconds(sweep["timestamp"]))
 
 
 def check_quaternion(value) -> np.ndarray:
     """A unit quaternion (w, x, y, z) as a float64 (4,) array; raises ValueError otherwise."""
-    q = np.asarray(value, dtype=np.float64).reshape(-1)
+    q = _matrix(value, np.shape(value), "quaternion").reshape(-1)
     if q.shape != (4,) or not np.all(np.isfinite(q)) or not math.isclose(float(np.linalg.norm(q)), 1.0, abs_tol=1e-3):
         raise ValueError(f"expected a unit quaternion (w, x, y, z), found {q.tolist()}")
     return q

@@ -4,20 +4,23 @@ Reads ``<root>/<version>/{scene,sample,sample_data,calibrated_sensor,sensor,ego_
 ``infos_train.pkl`` / ``infos_val.pkl`` (``flashocc.data.infos.save_infos``) with the official scene split
 (``nuscenes_splits``). Per sample: the LIDAR_TOP keyframe's calibration and ego pose, and for every camera
 its own calibration, intrinsics and ego pose at its own timestamp, as FlashOCC@4084861
-tools/create_data_bevdet.py stores them (docs/official-behaviour.md#info-files). Scenes are written
-in name order, samples in sequence order; ``prev_token`` comes from the sample table.
+tools/create_data_bevdet.py stores them (docs/official-behaviour.md#info-files), plus up to ``max_sweeps``
+earlier LIDAR_TOP sweeps as mmdet3d's ``create_nuscenes_infos(max_sweeps=10)`` records them for EFFOcc
+(docs/official-behaviour.md#lidar-points-and-sweeps). Scenes are written in name order, samples in
+sequence order; ``prev_token`` comes from the sample table.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from flashocc.data.infos import CameraInfo, SampleInfo, check_quaternion, save_infos, validate_sample
+from flashocc.data.infos import CameraInfo, SampleInfo, SweepInfo, check_quaternion, save_infos, validate_sample
 from flashocc.data.nuscenes_splits import scene_split
 from flashocc.data.occ3d import labels_file
 from flashocc.geometry import NUSCENES_CAMERAS, make_transform
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 
 LIDAR_CHANNEL = "LIDAR_TOP"
 TABLES: tuple[str, ...] = ("scene", "sample", "sample_data", "calibrated_sensor", "sensor", "ego_pose")
+MAX_SWEEPS = 10  # EFFOcc's bevdetv3 infos (mmdet3d create_data.py nuscenes_data_prep, max_sweeps=10)
 
 
 @dataclass
@@ -37,11 +41,11 @@ class NuScenesInfosResult:
     missing_labels: int = 0
 
 
-def load_tables(root: str | os.PathLike, version: str) -> dict[str, dict[str, dict]]:
-    """Each table as {token: record}; errors name the missing or unreadable file."""
+def load_tables(root: str | os.PathLike, version: str, names: Sequence[str] = TABLES) -> dict[str, dict[str, dict]]:
+    """Each table in ``names`` as {token: record}, in file order; errors name the missing or unreadable file."""
     folder = Path(root) / version
     tables = {}
-    for name in TABLES:
+    for name in names:
         path = folder / f"{name}.json"
         if not path.is_file():
             raise FileNotFoundError(f"nuScenes table not found: {path}; expected the {version} JSON tables "
@@ -58,8 +62,8 @@ def load_tables(root: str | os.PathLike, version: str) -> dict[str, dict[str, di
 
 
 def samples_from_tables(tables: dict[str, dict[str, dict]], root: Path, version: str,
-                        occ_root: Path | None = None, cameras: tuple[str, ...] = NUSCENES_CAMERAS
-                        ) -> dict[str, list[SampleInfo]]:
+                        occ_root: Path | None = None, cameras: tuple[str, ...] = NUSCENES_CAMERAS,
+                        max_sweeps: int = MAX_SWEEPS) -> dict[str, list[SampleInfo]]:
     """{"train": [...], "val": [...]} following the official split of ``version``."""
     sensors = tables["sensor"]
     channel_of = {tok: sensors[cs["sensor_token"]]["channel"] for tok, cs in tables["calibrated_sensor"].items()}
@@ -82,13 +86,14 @@ def samples_from_tables(tables: dict[str, dict[str, dict]], root: Path, version:
                 raise ValueError(f"{version}/sample.json: the 'next' chain of {scene['name']} loops at {token}")
             seen.add(token)
             sample = _get(tables, "sample", token, version)
-            out[split].append(_sample_info(tables, keyframes, sample, scene, root, occ_root, cameras, version))
+            out[split].append(_sample_info(tables, keyframes, sample, scene, root, occ_root, cameras, version,
+                                           max_sweeps))
             token = sample["next"]
     return out
 
 
 def _sample_info(tables, keyframes, sample: dict, scene: dict, root: Path, occ_root: Path | None,
-                 cameras: tuple[str, ...], version: str) -> SampleInfo:
+                 cameras: tuple[str, ...], version: str, max_sweeps: int = MAX_SWEEPS) -> SampleInfo:
     token = sample["token"]
 
     def keyframe(channel: str) -> tuple[dict, dict, dict]:
@@ -107,6 +112,22 @@ def _sample_info(tables, keyframes, sample: dict, scene: dict, root: Path, occ_r
                              f"field 'rotation': {exc}") from exc
 
     lidar_sd, lidar_cs, lidar_pose = keyframe(LIDAR_CHANNEL)
+    lidar2global = transform(lidar_pose, "ego_pose") @ transform(lidar_cs, "calibrated_sensor")
+    global2lidar = np.linalg.inv(lidar2global)
+    sweeps, sd, seen = [], lidar_sd, {lidar_sd["token"]}
+    # mmdet3d nuscenes_converter.py, _fill_trainval_infos: follow 'prev' from the keyframe; the chain also
+    # passes through the previous keyframes (so 10 sweeps at 20 Hz end at the keyframe 0.5 s earlier).
+    while len(sweeps) < max_sweeps and sd.get("prev"):
+        if sd["prev"] in seen:
+            raise ValueError(f"sample {token}: {version}/sample_data.json: the 'prev' chain of {LIDAR_CHANNEL} "
+                             f"loops at {sd['prev']}")
+        sd = _get(tables, "sample_data", sd["prev"], version)
+        seen.add(sd["token"])
+        cs = _get(tables, "calibrated_sensor", sd["calibrated_sensor_token"], version)
+        pose = _get(tables, "ego_pose", sd["ego_pose_token"], version)
+        # obtain_sensor2top: sweep LiDAR -> its ego -> global -> keyframe ego -> keyframe LiDAR.
+        sweep2lidar = global2lidar @ transform(pose, "ego_pose") @ transform(cs, "calibrated_sensor")
+        sweeps.append(SweepInfo(data_path=sd["filename"], sensor2lidar=sweep2lidar, timestamp=int(sd["timestamp"])))
     cams = {}
     for name in cameras:
         sd, cs, pose = keyframe(name)
@@ -118,6 +139,7 @@ def _sample_info(tables, keyframes, sample: dict, scene: dict, root: Path, occ_r
         lidar_path=lidar_sd["filename"], lidar2ego=transform(lidar_cs, "calibrated_sensor"),
         ego2global=transform(lidar_pose, "ego_pose"), cams=cams,
         occ_path=_occ_path(root, occ_root, scene["name"], token), prev_token=sample.get("prev", "") or "",
+        sweeps=sweeps,
     )
     validate_sample(info, source=str(root / version))
     return info
@@ -150,8 +172,9 @@ def _get(tables: dict, table: str, token: str, version: str) -> dict:
 
 
 def build_nuscenes_infos(root: str | os.PathLike, out: str | os.PathLike, version: str = "v1.0-trainval",
-                         occ: str | os.PathLike | None = None) -> NuScenesInfosResult:
-    """Write ``<out>/infos_train.pkl`` and ``<out>/infos_val.pkl`` from the nuScenes tables under ``root``.
+                         occ: str | os.PathLike | None = None, max_sweeps: int = MAX_SWEEPS) -> NuScenesInfosResult:
+    """Write ``<out>/infos_train.pkl`` and ``<out>/infos_val.pkl`` from the nuScenes tables under ``root``,
+    with up to ``max_sweeps`` earlier LiDAR sweeps per sample (0: none, as FlashOcc's own infos).
 
     ``occ`` is the Occ3D ``gts`` folder (default ``<root>/gts``); samples without ``labels.npz`` there are
     counted and logged, not dropped (a test split has none).
@@ -160,7 +183,9 @@ def build_nuscenes_infos(root: str | os.PathLike, out: str | os.PathLike, versio
     occ_root = Path(occ) if occ is not None else None
     if occ_root is not None and not occ_root.is_dir():
         raise FileNotFoundError(f"Occ3D folder not found: {occ_root}; expected the 'gts' folder of Occ3D-nuScenes")
-    splits = samples_from_tables(load_tables(root, version), root, version, occ_root)
+    if isinstance(max_sweeps, bool) or not isinstance(max_sweeps, int) or max_sweeps < 0:
+        raise ValueError(f"max_sweeps: expected an integer >= 0, found {max_sweeps!r}")
+    splits = samples_from_tables(load_tables(root, version), root, version, occ_root, max_sweeps=max_sweeps)
     result = NuScenesInfosResult()
     for split, samples in splits.items():
         result.missing_labels += sum(not labels_file(root / s.occ_path).is_file() for s in samples)

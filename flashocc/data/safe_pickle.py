@@ -12,10 +12,12 @@ Here nothing is imported by name. ``_GLOBALS`` maps the exact (module, name) pai
 ``_reconstruct``, ``dtype.__setstate__`` and ``ndarray.__setstate__`` never see the file's data, so
 the guarantee does not depend on how numpy validates it. Anything else is refused before it exists.
 
-Arrays and dtypes come in two steps (a call, then ``BUILD`` with the state), and the C unpickler
-keeps the object the call returned; so the calls return placeholders (``_ArrayRecipe``,
+Arrays and dtypes come in two steps (a call, then ``BUILD`` with the state), and the unpickler keeps
+(and memoizes) the object the call returned; so the calls return placeholders (``_ArrayRecipe``,
 ``_DTypeRecipe``) that check and build the value on ``BUILD``, and ``_finish`` swaps them for their
-values in the loaded tree.
+values in the loaded tree. Arrays come back writable and in native byte order; datetime, structured
+and ``StringDType`` arrays (which no info file holds) are refused. Opcodes that need a class, a
+persistent-id callback, the copyreg extension registry or out-of-band buffers are refused too.
 """
 from __future__ import annotations
 
@@ -264,13 +266,29 @@ _LEAVES = frozenset({str, bytes, bytearray, int, float, bool, type(None)}
                     | {t for t in np.sctypeDict.values() if t not in (np.object_, np.void)})
 
 
-class _Unpickler(pickle.Unpickler):
+class _Unpickler(pickle._Unpickler):
+    # The pure-Python unpickler (about 2.5x slower than the C one): the C unpickler keeps its memo in an
+    # array sized by the largest index seen, so one flipped byte in a LONG_BINPUT index makes it allocate
+    # and zero up to 32 GB before failing; the Python one keeps a dict.
     def find_class(self, module: str, name: str):
         found = _GLOBALS.get((module, name))
         if found is None:
             raise RefusedPickle(f"refusing to load {module}.{name}: info files may only hold numpy arrays and "
                                 "plain containers")
         return found
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+
+def _refuse(opcode: str):
+    def load(self) -> None:
+        raise RefusedPickle(f"refusing the {opcode} opcode: info files never need it")
+    return load
+
+
+# Opcodes that need a class (nothing find_class hands out is one), a callback or a buffer we never give.
+for _opcode in ("NEWOBJ", "NEWOBJ_EX", "PERSID", "BINPERSID", "EXT1", "EXT2", "EXT4", "NEXT_BUFFER", "READONLY_BUFFER"):
+    _Unpickler.dispatch[getattr(pickle, _opcode)[0]] = _refuse(_opcode)
 
 
 def _finish(obj):

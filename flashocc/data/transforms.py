@@ -252,11 +252,17 @@ def lidar_depth_map(points: np.ndarray, lidar2cam: np.ndarray, intrinsics: np.nd
     lidar2img = np.eye(4)
     lidar2img[:3, :3] = np.asarray(intrinsics, np.float64)
     lidar2img = lidar2img @ lidar2cam
-    cam = pts @ lidar2img[:3, :3].T + lidar2img[:3, 3]
+    # Column arithmetic: numpy's (M, 3) @ (3, 3) matmul was ~4x slower here on a 10-sweep cloud (2 cores).
+    cam = _affine(pts, lidar2img[:3, :3], lidar2img[:3, 3])
     depth = cam[:, 2]
+    post_rot, post_tran = np.asarray(post_rot, np.float64), np.asarray(post_tran, np.float64)
+    if post_rot[2].tolist() == [0.0, 0.0, 1.0] and post_tran[2] == 0.0:
+        # The image augmentation keeps the depth, so points outside the depth range can go before the work.
+        near = (depth >= depth_range[0]) & (depth < depth_range[1])
+        cam, depth = cam[near], depth[near]
     with np.errstate(divide="ignore", invalid="ignore"):
-        uvd = np.concatenate([cam[:, :2] / depth[:, None], depth[:, None]], axis=1)
-    uvd = uvd @ np.asarray(post_rot, np.float64).T + np.asarray(post_tran, np.float64)
+        uvd = np.stack([cam[:, 0] / depth, cam[:, 1] / depth, depth], axis=1)
+    uvd = _affine(uvd, post_rot, post_tran)
     uv = np.round(uvd[:, :2])
     depth = uvd[:, 2]
     keep = ((uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
@@ -270,3 +276,9 @@ def lidar_depth_map(points: np.ndarray, lidar2cam: np.ndarray, intrinsics: np.nd
     out = np.zeros((height, width), dtype=np.float32)
     out[v[first], u[first]] = depth[first]
     return out
+
+
+def _affine(points: np.ndarray, rot: np.ndarray, tran: np.ndarray) -> np.ndarray:
+    """points (M, 3) @ rot.T + tran, float64, one output column at a time."""
+    x, y, z = points[:, 0], points[:, 1], points[:, 2]
+    return np.stack([x * rot[i, 0] + y * rot[i, 1] + z * rot[i, 2] + tran[i] for i in range(3)], axis=1)

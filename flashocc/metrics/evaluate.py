@@ -9,6 +9,10 @@ Prediction layouts, all keyed by the nuScenes sample token:
 Ground truth: ``<gt_dir>/<scene>/<token>/labels.npz`` with ``semantics``, ``mask_camera``,
 ``mask_lidar``. RayIoU origins come from the info file's poses.
 
+Panoptic (``ScoreConfig.panoptic``, RayPQ): the ground truth is the Occ3D-panoptic tree (its
+``labels.npz`` also hold ``instances``) and each prediction file also holds instance ids, in one of
+the layouts ``load_panoptic_prediction`` reads.
+
 With the split's info file every sample it lists must have a prediction and every prediction must be
 for a listed sample, so that a partial or mixed folder never prints a score that looks like the
 split's; ``allow_missing`` / ``ignore_extra`` relax this, and the report then says so. Scoring itself
@@ -30,9 +34,16 @@ from flashocc.data.occ3d import read_npz
 from flashocc.errors import ConfigError, DataError, MissingFileError
 from flashocc.grid import OCC3D_NUSCENES, OccGrid
 from flashocc.metrics.common import as_label_volume, as_mask
+from flashocc.metrics.raypq import as_instance_volume
 from flashocc.metrics.scorer import EXAMPLES_SHOWN, OccScorer, ScoreConfig
 
 _PRED_KEYS: tuple[str, ...] = ("semantics", "pred", "arr_0")
+# Panoptic semantics: SparseOcc's pano_sem replaces its sem_pred when instances are scored
+# (SparseOcc@af4d9df loaders/nuscenes_occ_dataset.py, NuSceneOcc.evaluate); pred_occ is the key of
+# FlashOCC@4084861 BEVDepthPano.simple_test results.
+_PANO_SEM_KEYS: tuple[str, ...] = ("pano_sem", "semantics", "pred_occ", "pred", "arr_0")
+_INSTANCE_KEYS: tuple[str, ...] = ("instances", "pano_inst")
+_SPARSE_KEY = "occ_loc"
 
 
 def index_ground_truth(gt_dir: str | os.PathLike) -> dict[str, Path]:
@@ -83,19 +94,72 @@ def load_prediction(path: Path, grid: OccGrid = OCC3D_NUSCENES, token: str | Non
     return _as_data(as_label_volume, arrays[key], f"{where} [{key}]", grid)
 
 
-def load_ground_truth(path: Path, grid: OccGrid = OCC3D_NUSCENES, token: str | None = None) -> dict[str, np.ndarray]:
-    """semantics, mask_camera, mask_lidar of one Occ3D ``labels.npz``; failures are ``DataError`` naming the file."""
+def load_panoptic_prediction(path: Path, grid: OccGrid = OCC3D_NUSCENES,
+                             token: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(semantics, instance ids) of one panoptic prediction file; failures are ``DataError`` naming the file.
+
+    Dense (X, Y, Z) volumes: ours (``semantics`` + ``instances``, ``flashocc predict``), or the result
+    dicts of the official panoptic models saved with ``np.savez``: FlashOcc's ``pred_occ`` + ``pano_inst``
+    (stuff voxels carry their class id as instance id), SparseOcc's ``pano_sem`` + ``pano_inst``. SparseOcc's
+    sparse form, with ``occ_loc`` (N, 3) voxel indices and (N,) values, is made dense with free / 0
+    elsewhere (SparseOcc@af4d9df models/utils.py, sparse2dense).
+    """
     where = f"sample {token}: {path}" if token else str(path)
-    keys = ("semantics", "mask_camera", "mask_lidar")
+    arrays, present = read_npz(path, _PANO_SEM_KEYS + _INSTANCE_KEYS + (_SPARSE_KEY,), where, "prediction archive")
+    sem_key = next((k for k in _PANO_SEM_KEYS if k in arrays), None)
+    inst_key = next((k for k in _INSTANCE_KEYS if k in arrays), None)
+    if sem_key is None or inst_key is None:
+        need = [] if sem_key else [f"semantics (one of {list(_PANO_SEM_KEYS)})"]
+        need += [] if inst_key else [f"instance ids (one of {list(_INSTANCE_KEYS)})"]
+        raise DataError(f"{where}: a panoptic prediction needs {' and '.join(need)}; found keys {present}")
+    sem, inst = arrays[sem_key], arrays[inst_key]
+    if _SPARSE_KEY in arrays:
+        loc = arrays[_SPARSE_KEY]
+        sem = _densify(loc, sem, grid.free_label, grid, f"{where} [{sem_key}]")
+        inst = _densify(loc, inst, 0, grid, f"{where} [{inst_key}]")
+    sem = _as_data(as_label_volume, sem, f"{where} [{sem_key}]", grid)
+    return sem, _as_data(as_instance_volume, inst, f"{where} [{inst_key}]", sem.shape)
+
+
+def _densify(loc: np.ndarray, values: np.ndarray, empty: int, grid: OccGrid, where: str) -> np.ndarray:
+    """A dense volume from (N, 3) voxel indices and (N,) values (a leading batch axis of 1 is dropped)."""
+    loc, values = np.asarray(loc), np.asarray(values)
+    if loc.ndim == 3 and loc.shape[0] == 1:
+        loc = loc[0]
+    if values.ndim == 2 and values.shape[0] == 1:
+        values = values[0]
+    if loc.ndim != 2 or loc.shape[1] != 3 or values.shape != loc.shape[:1] or not np.issubdtype(loc.dtype, np.integer):
+        raise DataError(f"{where}: sparse prediction: expected integer occ_loc (N, 3) and values (N,), found "
+                        f"{loc.dtype} {loc.shape} and {values.shape}")
+    shape = np.asarray(grid.shape)
+    if len(loc) and ((loc < 0).any() or (loc >= shape).any()):
+        bad = loc[((loc < 0) | (loc >= shape)).any(axis=1)][0].tolist()
+        raise DataError(f"{where}: sparse prediction: occ_loc {bad} lies outside the {grid.shape} grid")
+    out = np.full(grid.shape, empty, dtype=values.dtype if np.issubdtype(values.dtype, np.integer) else np.int64)
+    out[loc[:, 0], loc[:, 1], loc[:, 2]] = values
+    return out
+
+
+def load_ground_truth(path: Path, grid: OccGrid = OCC3D_NUSCENES, token: str | None = None,
+                      instances: bool = False) -> dict[str, np.ndarray]:
+    """semantics, mask_camera, mask_lidar (and with ``instances`` the Occ3D-panoptic ``instances``) of one
+    ``labels.npz``; failures are ``DataError`` naming the file."""
+    where = f"sample {token}: {path}" if token else str(path)
+    keys = ("semantics", "mask_camera", "mask_lidar") + (("instances",) if instances else ())
     z, present = read_npz(path, keys, where, "ground-truth archive")
     missing = [k for k in keys if k not in z]
     if missing:
+        hint = ("; RayPQ needs the Occ3D-panoptic ground truth (occ3d_panoptic/<scene>/<token>/labels.npz, "
+                "written by 'flashocc data panoptic')" if "instances" in missing else "")
         raise DataError(f"{where}: missing keys {missing}; Occ3D labels.npz holds semantics, mask_lidar, "
-                        f"mask_camera (found {present})")
+                        f"mask_camera (found {present}){hint}")
     sem = _as_data(as_label_volume, z["semantics"], f"{where} [semantics]", grid)
-    return {"semantics": sem,
-            "mask_camera": _as_data(as_mask, z["mask_camera"], f"{where} [mask_camera]", sem.shape),
-            "mask_lidar": _as_data(as_mask, z["mask_lidar"], f"{where} [mask_lidar]", sem.shape)}
+    out = {"semantics": sem,
+           "mask_camera": _as_data(as_mask, z["mask_camera"], f"{where} [mask_camera]", sem.shape),
+           "mask_lidar": _as_data(as_mask, z["mask_lidar"], f"{where} [mask_lidar]", sem.shape)}
+    if instances:
+        out["instances"] = _as_data(as_instance_volume, z["instances"], f"{where} [instances]", sem.shape)
+    return out
 
 
 def _as_data(check: Callable[..., np.ndarray], *args) -> np.ndarray:
@@ -110,7 +174,7 @@ def _as_data(check: Callable[..., np.ndarray], *args) -> np.ndarray:
 def evaluate_dirs(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, infos: Sequence[Any] | None = None,
                   config: ScoreConfig = ScoreConfig(), grid: OccGrid = OCC3D_NUSCENES,
                   on_sample: Callable[[], None] | None = None, *, split: str | None = None, workers: int = 2,
-                  allow_missing: bool = False, ignore_extra: bool = False) -> dict[str, Any]:
+                  allow_missing: bool = False, ignore_extra: bool = False, ray_cache: Any = None) -> dict[str, Any]:
     """Score the predictions in ``pred_dir`` against ``gt_dir``; returns ``OccScorer.result()``.
 
     ``infos``: the split's SampleInfo list (``split`` names it in messages, e.g. its file). Then every
@@ -119,21 +183,23 @@ def evaluate_dirs(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, infos:
     list fails (``DataError``) unless ``ignore_extra`` skips it; ``result["coverage"]`` records both.
     Without ``infos`` every prediction found is scored and the coverage is marked unchecked. RayIoU
     needs ``infos`` for its ray origins. ``workers`` threads read files ahead of the scoring loop.
+    ``ray_cache``: a ``GTRayCache`` or its folder, to keep and reuse RayIoU's ground-truth casts.
     """
-    if "rayiou" in config.metrics and infos is None:
-        raise ConfigError("RayIoU needs the split's info file for its ray origins: pass --infos FILE")
+    if ("rayiou" in config.metrics or config.panoptic) and infos is None:
+        raise ConfigError("RayIoU and RayPQ need the split's info file for their ray origins: pass --infos FILE")
     pred_root = Path(pred_dir)
     preds = index_predictions(pred_root)
     gts = index_ground_truth(gt_dir)
     samples: list[Any] = []
     if infos is None:
-        scorer = OccScorer(config, grid)
+        scorer = OccScorer(config, grid, ray_cache=ray_cache)
         tokens = sorted(preds)
     else:
         samples = list(infos)
         name = split or "the info list"
         listed = {s.token: s for s in samples}
-        scorer = OccScorer(config, grid, expected=listed, split=name, allow_missing=allow_missing)
+        scorer = OccScorer(config, grid, expected=listed, split=name, allow_missing=allow_missing,
+                           ray_cache=ray_cache)
         missing = sorted(t for t in listed if t not in preds)
         extra = sorted(t for t in preds if t not in listed)
         if missing and not allow_missing:
@@ -163,11 +229,14 @@ def evaluate_dirs(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, infos:
 
         origins = ray_origins_from_infos(samples)   # the whole split: origins come from a scene's keyframes
 
-    def load(token: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        return load_prediction(preds[token], grid), load_ground_truth(gts[token], grid)
+    def load(token: str) -> tuple[tuple[np.ndarray, np.ndarray | None], dict[str, np.ndarray]]:
+        gt = load_ground_truth(gts[token], grid, instances=config.panoptic)
+        if config.panoptic:
+            return load_panoptic_prediction(preds[token], grid), gt
+        return (load_prediction(preds[token], grid), None), gt
 
-    for token, (pred, gt) in zip(tokens, _prefetch(load, tokens, workers)):
-        scorer.update(token, pred, gt, origins.get(token))
+    for token, ((pred, pred_instances), gt) in zip(tokens, _prefetch(load, tokens, workers)):
+        scorer.update(token, pred, gt, origins.get(token), pred_instances=pred_instances)
         if on_sample is not None:
             on_sample()
     return scorer.result()
@@ -203,16 +272,9 @@ def format_report(result: dict[str, Any]) -> str:
         for name, iou in result["mIoU_per_class"].items():
             lines.append(f"===> {name} - IoU = {round(iou, 2)}")
         lines.append(f"===> mIoU of {n} samples: {round(result['mIoU'], 2)}")
-    if "RayIoU" in result:
-        cols = [k for k in result if k.startswith("RayIoU@")]
-        width = max(len(k) for k in result["RayIoU_per_class"]) + 2
-        header = f"{'Class Names':<{width}}" + "".join(f"{c:>10}" for c in cols)
-        rule = "-" * len(header)
-        lines += ["", rule, header, rule]
-        for name, row in result["RayIoU_per_class"].items():
-            lines.append(f"{name:<{width}}" + "".join(f"{row[c]:>10.3f}" for c in cols))
-        lines += [rule, f"{'MEAN':<{width}}" + "".join(f"{result[c]:>10.3f}" for c in cols), rule,
-                  f"RayIoU of {n} samples: {result['RayIoU']:.4f}"]
+    for metric in ("RayIoU", "RayPQ"):
+        if metric in result:
+            lines += _ray_table(result, metric)
     if "F-score" in result:
         lines.append(f"F-score of {n} samples: {result['F-score']:.4f} (accuracy {result['accuracy']:.4f}, "
                      f"completeness {result['completeness']:.4f})")
@@ -221,6 +283,20 @@ def format_report(result: dict[str, Any]) -> str:
         flag = "" if cov["complete"] else ("WARNING: not the whole split: " if cov["checked"] else "note: ")
         lines.append(f"{flag}{cov['summary']}")
     return "\n".join(lines)
+
+
+def _ray_table(result: dict[str, Any], metric: str) -> list[str]:
+    """Per-class rows at each threshold, the mean row and the headline (ray_metrics.py's PrettyTable)."""
+    cols = [k for k in result if k.startswith(f"{metric}@")]
+    per_class = result[f"{metric}_per_class"]
+    width = max(len(k) for k in per_class) + 2
+    header = f"{'Class Names':<{width}}" + "".join(f"{c:>10}" for c in cols)
+    rule = "-" * len(header)
+    lines = ["", rule, header, rule]
+    for name, row in per_class.items():
+        lines.append(f"{name:<{width}}" + "".join(f"{row[c]:>10.3f}" for c in cols))
+    return lines + [rule, f"{'MEAN':<{width}}" + "".join(f"{result[c]:>10.3f}" for c in cols), rule,
+                    f"{metric} of {result['num_samples']} samples: {result[metric]:.4f}"]
 
 
 def write_json(result: dict[str, Any], path: str | os.PathLike) -> Path:

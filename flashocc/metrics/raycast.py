@@ -27,11 +27,10 @@ import numpy as np
 import torch
 
 from flashocc.grid import OccGrid
+from flashocc.metrics._raycast_limits import DBL_MAX, MAX_STEP
 
 logger = logging.getLogger(__name__)
 
-MAX_STEP = 1000                     # the official loop stops after more than MAX_STEP iterations
-DBL_MAX = float(np.finfo(np.float64).max)
 _MAX_VOLUMES = 8                    # occupancy of all volumes is packed into one uint8 bitmask
 
 
@@ -108,6 +107,30 @@ def cast_rays(codes: np.ndarray | torch.Tensor, num_volumes: int, origins_vox: n
         torch.set_num_threads(threads)
 
 
+def cast_metric_rays(codes: np.ndarray | torch.Tensor, num_volumes: int, origins: np.ndarray,
+                     directions: np.ndarray, grid: OccGrid, rays: np.ndarray | None = None,
+                     backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Walk rays given in metres: ``origins`` (K, 3) and unit ``directions`` (R, 3) in the ego frame.
+
+    ``rays``: flat ray ids ``k * R + r`` to cast (default: all K * R, origin-major), e.g. only the rays
+    whose ground truth is known to hit something. Returns ``index`` and ``dist`` (V, M) as ``cast_rays``
+    (column j for ray ``rays[j]``); the rays are rounded to voxel units as ``to_voxel_units`` does, so
+    the result equals ``cast_rays(codes, V, *to_voxel_units(origins, directions, grid))`` reshaped.
+    """
+    backend = resolve_backend(backend, codes)
+    k, r = len(origins), len(directions)
+    if rays is None:
+        rays = np.arange(k * r, dtype=np.int64)
+    rays = np.ascontiguousarray(rays, dtype=np.int64)
+    if rays.ndim != 1 or (rays.size and (rays.min() < 0 or rays.max() >= k * r)):
+        raise ValueError(f"rays: expected a 1-D array of ray ids in 0..{k * r - 1} ({k} origins x {r} rays)")
+    if backend == "numba":
+        return _cast_metric_numba(np.asarray(codes), num_volumes, origins, directions, grid, rays)
+    o_vox, e_vox = to_voxel_units(origins, directions, grid)
+    index, dist = cast_rays(codes, num_volumes, o_vox[rays // r], e_vox.reshape(-1, 3)[rays][:, None, :], backend)
+    return index.reshape(num_volumes, -1), dist.reshape(num_volumes, -1)
+
+
 def resolve_backend(backend: str, codes=None) -> str:
     """"auto" -> "numba" when installed, else "torch"; device tensors always use "torch"."""
     if backend not in ("auto", "numba", "torch"):
@@ -139,26 +162,49 @@ def _numba_available() -> bool:
 
 
 # ---- numba backend -------------------------------------------------------------------------------
-_NUMBA_KERNEL = None
+_NUMBA_KERNELS = None
 
 
-def _numba_kernel():
-    global _NUMBA_KERNEL
-    if _NUMBA_KERNEL is None:
-        from flashocc.metrics._raycast_numba import cast_kernel
-        _NUMBA_KERNEL = cast_kernel
-    return _NUMBA_KERNEL
+def _numba_kernels():
+    global _NUMBA_KERNELS
+    if _NUMBA_KERNELS is None:
+        from flashocc.metrics import _raycast_numba
+        _NUMBA_KERNELS = _raycast_numba
+    return _NUMBA_KERNELS
 
 
 def _cast_numba(codes: np.ndarray, num_volumes: int, origins_vox: np.ndarray,
                 endpoints_vox: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import numba
+
+    kernels = _numba_kernels()
     k, r = endpoints_vox.shape[:2]
     index = np.empty((num_volumes, k, r), dtype=np.int64)
     dist = np.empty((num_volumes, k, r), dtype=np.float64)
     sx, sy, sz = codes.shape
-    _numba_kernel()(codes.reshape(-1), sx, sy, sz, num_volumes,
-                    np.ascontiguousarray(origins_vox, dtype=np.float32),
-                    np.ascontiguousarray(endpoints_vox, dtype=np.float32), index, dist)
+    with numba.parallel_chunksize(kernels.CHUNK):
+        kernels.cast_kernel(codes.reshape(-1), sx, sy, sz, num_volumes,
+                            np.ascontiguousarray(origins_vox, dtype=np.float32),
+                            np.ascontiguousarray(endpoints_vox, dtype=np.float32), index, dist)
+    return index, dist
+
+
+def _cast_metric_numba(codes: np.ndarray, num_volumes: int, origins: np.ndarray, directions: np.ndarray,
+                       grid: OccGrid, rays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import numba
+
+    kernels = _numba_kernels()
+    index = np.empty((num_volumes, rays.size), dtype=np.int64)
+    dist = np.empty((num_volumes, rays.size), dtype=np.float64)
+    sx, sy, sz = codes.shape
+    # float32 grid parameters widened to float64, as to_voxel_units does
+    lower = np.asarray(grid.lower, dtype=np.float32).astype(np.float64)
+    size = np.asarray(grid.voxel_size, dtype=np.float32).astype(np.float64)
+    with numba.parallel_chunksize(kernels.CHUNK):
+        kernels.cast_metric_kernel(np.ascontiguousarray(codes).reshape(-1), sx, sy, sz, num_volumes,
+                                   np.ascontiguousarray(origins, dtype=np.float64),
+                                   np.ascontiguousarray(directions, dtype=np.float32), lower, size, rays,
+                                   index, dist)
     return index, dist
 
 

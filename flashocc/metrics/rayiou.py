@@ -6,6 +6,7 @@ docs/official-behaviour.md#rayiou-and-raypq-scoring.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -14,7 +15,9 @@ import torch
 
 from flashocc.grid import OCC3D_NUSCENES, OccGrid
 from flashocc.metrics.common import MergeableState, as_label_volume, as_origins, nanmean, safe_divide
-from flashocc.metrics.raycast import cast_rays, lidar_ray_directions, pack_occupancy, resolve_backend, to_voxel_units
+from flashocc.metrics._raycast_limits import MAX_STEP
+from flashocc.metrics.ray_cache import GroundTruthRays, GTRayCache, ray_set_fingerprint
+from flashocc.metrics.raycast import cast_metric_rays, lidar_ray_directions, pack_occupancy, resolve_backend
 
 THRESHOLDS: tuple[float, ...] = (1.0, 2.0, 4.0)   # metres
 
@@ -59,18 +62,23 @@ class RayCaster:
         self.backend = resolve_backend(backend)
         self.directions = lidar_ray_directions()
 
-    def hits(self, pred: np.ndarray, gt: np.ndarray, origins: np.ndarray) -> RayHits:
-        """Validated (X, Y, Z) volumes and (K, 3) origins (metres, ego frame) -> hits of non-free GT rays."""
-        o_vox, e_vox = to_voxel_units(origins, self.directions, self.grid)
-        codes = pack_occupancy([gt, pred], self.grid.free_label)
+    def cast(self, volumes: list[np.ndarray], origins: np.ndarray,
+             rays: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """First hits of validated (X, Y, Z) ``volumes`` along the rays of (K, 3) ``origins`` (metres, ego
+        frame): flat voxel index (V, M) int64 and distance in metres (V, M) float32, for the flat ray ids
+        ``rays`` (k * 14040 + r; default all K * 14040)."""
+        codes = pack_occupancy(volumes, self.grid.free_label)
         if self.device is not None and self.device.type != "cpu":
             codes = torch.as_tensor(codes, device=self.device)
-        index, dist = cast_rays(codes, 2, o_vox, e_vox, self.backend)
-        index = index.reshape(2, -1)
+        index, dist = cast_metric_rays(codes, len(volumes), origins, self.directions, self.grid, rays, self.backend)
         # Official quirk (FlashOCC@4084861 lib/dvr/dvr.cu, render_forward, and ray_metrics.py,
         # process_one_sample): the float64 distance is stored as float32 and then scaled by the voxel size in
         # float32; TP tests compare these float32 values.
-        dist = dist.reshape(2, -1).astype(np.float32) * np.float32(self.grid.voxel_size[0])
+        return index, dist.astype(np.float32) * np.float32(self.grid.voxel_size[0])
+
+    def hits(self, pred: np.ndarray, gt: np.ndarray, origins: np.ndarray) -> RayHits:
+        """Validated (X, Y, Z) volumes and (K, 3) origins (metres, ego frame) -> hits of non-free GT rays."""
+        index, dist = self.cast([gt, pred], origins)
         gt_label = gt.reshape(-1)[index[0]]
         pred_label = pred.reshape(-1)[index[1]]
         # Rays whose GT hits nothing (free) are not scored (ray_metrics.py, main: valid_mask).
@@ -88,14 +96,22 @@ class RayIoU(MergeableState):
     its class; a predicted ray for its predicted class; a true positive needs the same class and
     ``|d_pred - d_gt| < t`` for t in ``thresholds``. Values are 0..1 (tables print x100).
 
+    ``cache``: a ``GTRayCache`` (or its folder) keeps each sample's ground-truth cast on disk, so that
+    scoring another prediction of the same samples casts only the prediction, and only along the rays
+    that are scored; the scores are identical with and without it (``flashocc.metrics.ray_cache``).
+
     Totals merge across processes: see ``flashocc.metrics.common``.
     """
 
     def __init__(self, grid: OccGrid = OCC3D_NUSCENES, thresholds: Sequence[float] = THRESHOLDS,
-                 backend: str = "auto", device: str | torch.device | None = None) -> None:
+                 backend: str = "auto", device: str | torch.device | None = None,
+                 cache: GTRayCache | str | os.PathLike | None = None) -> None:
         self.grid = grid
         self.thresholds = tuple(float(t) for t in thresholds)
         self.caster = RayCaster(grid, backend, device)
+        self.cache = cache if cache is None or isinstance(cache, GTRayCache) else GTRayCache(cache)
+        self._ray_set = ray_set_fingerprint(self.caster.directions, grid.shape, grid.lower, grid.voxel_size,
+                                            grid.free_label, MAX_STEP)
         c = grid.num_classes
         self._totals = {
             "gt_count": np.zeros(c, dtype=np.int64),
@@ -108,17 +124,36 @@ class RayIoU(MergeableState):
         pred = as_label_volume(pred, "pred", self.grid)
         gt = as_label_volume(gt, "gt", self.grid)
         origins = as_origins(origins)
-        self.update_hits(self.caster.hits(pred, gt, origins))
+        rays = len(origins) * len(self.caster.directions)
+        key = self.cache.key(gt, origins, self._ray_set) if self.cache is not None else None
+        known = self.cache.get(key, rays, self.grid.free_label) if key is not None else None
+        if known is None:
+            index, dist = self.caster.cast([gt, pred], origins)
+            gt_label = gt.reshape(-1)[index[0]]
+            # Rays whose GT hits nothing (free) are not scored (ray_metrics.py, main: valid_mask).
+            keep = gt_label != self.grid.free_label
+            known = GroundTruthRays(keep, gt_label[keep].astype(np.uint8), dist[0][keep])
+            pred_label, pred_dist = pred.reshape(-1)[index[1][keep]], dist[1][keep]
+            if key is not None:
+                self.cache.put(key, known)
+        else:
+            # The prediction alone walks each ray exactly as the shared walk did, so its hits are the same.
+            index, dist = self.caster.cast([pred], origins, np.flatnonzero(known.hit))
+            pred_label, pred_dist = pred.reshape(-1)[index[0]], dist[0]
+        self._add(known.label, pred_label, known.dist, pred_dist)
 
     def update_hits(self, hits: RayHits) -> None:
         """Add already-cast rays (lets RayIoU and RayPQ share one cast)."""
+        self._add(hits.gt_label, hits.pred_label, hits.gt_dist, hits.pred_dist)
+
+    def _add(self, gt_label: np.ndarray, pred_label: np.ndarray, gt_dist: np.ndarray, pred_dist: np.ndarray) -> None:
         c = self.grid.num_classes
-        self._totals["gt_count"] += np.bincount(hits.gt_label, minlength=c)
-        self._totals["pred_count"] += np.bincount(hits.pred_label, minlength=c)
-        same = hits.gt_label == hits.pred_label
-        l1 = np.abs(hits.pred_dist - hits.gt_dist)
+        self._totals["gt_count"] += np.bincount(gt_label, minlength=c)
+        self._totals["pred_count"] += np.bincount(pred_label, minlength=c)
+        same = gt_label == pred_label
+        l1 = np.abs(pred_dist - gt_dist)
         for j, t in enumerate(self.thresholds):
-            self._totals["tp"][j] += np.bincount(hits.gt_label[same & (l1 < t)], minlength=c)
+            self._totals["tp"][j] += np.bincount(gt_label[same & (l1 < t)], minlength=c)
         self._totals["num_samples"] += 1
 
     def compute(self) -> dict[str, Any]:

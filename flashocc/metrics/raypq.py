@@ -45,8 +45,8 @@ class RayPQ(MergeableState):
     def update(self, pred: Any, gt: Any, pred_instances: Any, gt_instances: Any, origins: Any) -> None:
         pred = as_label_volume(pred, "pred", self.grid)
         gt = as_label_volume(gt, "gt", self.grid)
-        pred_inst = _instances(pred_instances, "pred_instances", gt.shape)
-        gt_inst = _instances(gt_instances, "gt_instances", gt.shape)
+        pred_inst = as_instance_volume(pred_instances, "pred_instances", gt.shape)
+        gt_inst = as_instance_volume(gt_instances, "gt_instances", gt.shape)
         hits = self.caster.hits(pred, gt, as_origins(origins))
         self.update_hits(hits, pred_inst.reshape(-1)[hits.pred_index], gt_inst.reshape(-1)[hits.gt_index])
 
@@ -127,7 +127,8 @@ class RayPQ(MergeableState):
         return out
 
 
-def _instances(volume: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+def as_instance_volume(volume: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Check an instance-id volume: integer dtype, ``shape``, ids 0..65534 (the pair encoding's range)."""
     if isinstance(volume, torch.Tensor):
         volume = volume.detach().cpu().numpy()
     if not isinstance(volume, np.ndarray) or volume.shape != shape:

@@ -2,7 +2,7 @@
 
     scorer = OccScorer(ScoreConfig(metrics=("miou", "rayiou")), grid, expected=tokens, split="infos_val.pkl")
     for token, pred, gt, origins in samples:          # gt: {"semantics", "mask_camera", "mask_lidar"}
-        scorer.update(token, pred, gt, origins)
+        scorer.update(token, pred, gt, origins)       # panoptic: gt["instances"], pred_instances=...
     scorer.all_reduce()                               # under torch.distributed: sum the totals of every rank
     result = scorer.result()                          # {"num_samples", "mask", "coverage", "mIoU", ...}
 
@@ -18,9 +18,11 @@ from typing import Any
 
 from flashocc.errors import ConfigError, DataError
 from flashocc.grid import OCC3D_NUSCENES, OccGrid
+from flashocc.metrics.common import as_label_volume, as_origins
 from flashocc.metrics.fscore import OccFScore
 from flashocc.metrics.miou import OccMIoU
 from flashocc.metrics.rayiou import RayIoU
+from flashocc.metrics.raypq import RayPQ, as_instance_volume
 
 METRICS: tuple[str, ...] = ("miou", "rayiou", "fscore")
 MASKS: tuple[str, ...] = ("camera", "lidar", "none")
@@ -30,14 +32,18 @@ EXAMPLES_SHOWN = 3   # tokens quoted in coverage messages
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    """What to score: metric names, the voxel mask of mIoU / F-score, and the RayIoU ray caster."""
+    """What to score: metric names, the voxel mask of mIoU / F-score, the RayIoU ray caster, and
+    ``panoptic``: also RayPQ, from instance ids of the prediction and the Occ3D-panoptic ground truth."""
 
     metrics: tuple[str, ...] = ("miou",)
     mask: str = "camera"               # official: camera; RayIoU never uses a mask
     backend: str = "auto"              # ray caster: auto (numba when installed) | numba | torch
+    panoptic: bool = False
 
     def __post_init__(self) -> None:
         problem = check_score_fields(self.metrics, self.mask, self.backend)
+        if problem is None and not isinstance(self.panoptic, bool):
+            problem = ("panoptic", "true or false")
         if problem:
             field, expected = problem
             raise ConfigError(f"ScoreConfig.{field}: expected {expected}, found {getattr(self, field)!r}")
@@ -104,11 +110,13 @@ class OccScorer:
 
     ``expected``: the tokens the split lists (None: coverage is not checked); ``split``: its name in
     messages (e.g. the info file). ``device``: torch device of the RayIoU caster (backend torch).
+    ``ray_cache``: a ``flashocc.metrics.ray_cache.GTRayCache`` (or its folder) for RayIoU's ground-truth
+    casts (not used for RayPQ, which reads instance ids at the hit voxels).
     """
 
     def __init__(self, config: ScoreConfig = ScoreConfig(), grid: OccGrid = OCC3D_NUSCENES,
                  expected: Iterable[str] | None = None, split: str | None = None, allow_missing: bool = False,
-                 device: Any = None) -> None:
+                 device: Any = None, ray_cache: Any = None) -> None:
         self.config = config
         self.grid = grid
         self.allow_missing = allow_missing
@@ -120,22 +128,25 @@ class OccScorer:
         self.ignored: set[str] = set()
         m = config.metrics
         self.miou = OccMIoU(grid) if "miou" in m else None
-        self.rayiou = RayIoU(grid, backend=config.backend, device=device) if "rayiou" in m else None
+        self.rayiou = RayIoU(grid, backend=config.backend, device=device, cache=ray_cache) if "rayiou" in m else None
         self.fscore = OccFScore(grid) if "fscore" in m else None
+        self.raypq = RayPQ(grid, backend=config.backend, device=device) if config.panoptic else None
         self._mask_key = {"camera": "mask_camera", "lidar": "mask_lidar", "none": None}[config.mask]
 
     @property
     def needs_origins(self) -> bool:
-        return self.rayiou is not None
+        return self.rayiou is not None or self.raypq is not None
 
     def ignore(self, tokens: Iterable[str]) -> None:
         """Record predictions that were skipped because the split does not list them (shown in the report)."""
         self.ignored.update(tokens)
 
-    def update(self, token: str, pred: Any, gt: Mapping[str, Any], origins: Any = None) -> None:
+    def update(self, token: str, pred: Any, gt: Mapping[str, Any], origins: Any = None,
+               pred_instances: Any = None) -> None:
         """Add one sample: ``pred`` and ``gt["semantics"]`` uint8 (X, Y, Z) labels indexed [x, y, z], the GT
-        masks (``mask_camera`` / ``mask_lidar``, the one the config's mask names) and, for RayIoU, the
-        (K, 3) ray origins in metres in the sample's ego frame."""
+        masks (``mask_camera`` / ``mask_lidar``, the one the config's mask names) and, for RayIoU and
+        RayPQ, the (K, 3) ray origins in metres in the sample's ego frame. Panoptic: integer instance
+        ids of the same shape in ``pred_instances`` and ``gt["instances"]``."""
         if self.expected is not None and token not in self.expected:
             raise DataError(f"sample {token} is not listed in {self.split}; a prediction from another run or "
                             f"split cannot be scored against it")
@@ -149,12 +160,29 @@ class OccScorer:
                 raise DataError(f"sample {token}: mask '{self.config.mask}' needs the GT's {self._mask_key}; "
                                 f"found keys {sorted(gt)}")
             mask = gt[self._mask_key]
-        if self.rayiou is not None and origins is None:
-            raise DataError(f"sample {token}: RayIoU needs its ray origins (from the split's info file poses)")
+        if self.needs_origins and origins is None:
+            which = "RayIoU" if self.rayiou is not None else "RayPQ"
+            raise DataError(f"sample {token}: {which} needs its ray origins (from the split's info file poses)")
+        if self.raypq is not None:
+            if pred_instances is None:
+                raise DataError(f"sample {token}: RayPQ needs the prediction's instance ids; none were given")
+            if "instances" not in gt:
+                raise DataError(f"sample {token}: RayPQ needs the ground truth's 'instances' (Occ3D-panoptic "
+                                f"labels); found keys {sorted(gt)}")
         sem = gt["semantics"]
         if self.miou is not None:
             self.miou.update(pred, sem, mask)
-        if self.rayiou is not None:
+        if self.raypq is not None:
+            # One cast serves both ray metrics (the official tools cast twice, with the same result).
+            pred_v = as_label_volume(pred, f"sample {token}: pred", self.grid)
+            sem_v = as_label_volume(sem, f"sample {token}: gt", self.grid)
+            pred_inst = as_instance_volume(pred_instances, f"sample {token}: pred instances", sem_v.shape)
+            gt_inst = as_instance_volume(gt["instances"], f"sample {token}: gt instances", sem_v.shape)
+            hits = self.raypq.caster.hits(pred_v, sem_v, as_origins(origins))
+            self.raypq.update_hits(hits, pred_inst.reshape(-1)[hits.pred_index], gt_inst.reshape(-1)[hits.gt_index])
+            if self.rayiou is not None:
+                self.rayiou.update_hits(hits)
+        elif self.rayiou is not None:
             self.rayiou.update(pred, sem, origins)
         if self.fscore is not None:
             self.fscore.update(pred, sem, mask)
@@ -168,7 +196,7 @@ class OccScorer:
 
         if not (dist.is_available() and dist.is_initialized()):
             return
-        for metric in (self.miou, self.rayiou, self.fscore):
+        for metric in (self.miou, self.rayiou, self.fscore, self.raypq):
             if metric is not None:
                 metric.all_reduce(group=group, device=device)
         gathered: list[Any] = [None] * dist.get_world_size(group)
@@ -191,7 +219,8 @@ class OccScorer:
 
     def result(self) -> dict[str, Any]:
         """JSON-able scores: ``num_samples``, ``mask``, ``coverage`` and per metric its headline values
-        (``mIoU`` 0..100, ``RayIoU``/``RayIoU@t`` 0..1, ``F-score`` 0..1) plus ``*_per_class`` tables.
+        (``mIoU`` 0..100, ``RayIoU``/``RayIoU@t`` 0..1, ``RayPQ``/``RayPQ@t`` 0..1, ``F-score`` 0..1) plus
+        ``*_per_class`` tables.
 
         Fails when nothing was scored, or when split samples were not scored and ``allow_missing`` is off."""
         cov = self.coverage()
@@ -208,6 +237,10 @@ class OccScorer:
             r = self.rayiou.compute()
             out.update({k: v for k, v in r.items() if k.startswith("RayIoU")})
             out["RayIoU_per_class"] = r["per_class"]
+        if self.raypq is not None:
+            r = self.raypq.compute()
+            out.update({k: v for k, v in r.items() if k.startswith("RayPQ")})
+            out["RayPQ_per_class"] = r["per_class"]
         if self.fscore is not None:
             r = self.fscore.compute()
             out.update({"F-score": r["F-score"], "accuracy": r["accuracy"], "completeness": r["completeness"]})

@@ -21,8 +21,8 @@ def run_stages(stages: nn.Sequential, x: torch.Tensor, with_cp: bool) -> list[to
 class CustomResNet(nn.Module):
     """Stages of BasicBlocks on the BEV map; returns every stage output.
 
-    Official detail (flashocc.md §1.1, §12.9): each stage's first block downsamples with a bare 3x3
-    conv *with bias and no BN*.
+    Official detail (FlashOCC@4084861 projects/mmdet3d_plugin/models/backbones/resnet.py,
+    CustomResNet): each stage's first block downsamples with a bare 3x3 conv *with bias and no BN*.
     """
 
     def __init__(self, in_channels: int, num_channels: tuple[int, ...], num_layers: tuple[int, ...],
@@ -62,7 +62,7 @@ class BasicBlock3D(nn.Module):
 
 class CustomResNet3D(nn.Module):
     """3D BEV encoder: each stage starts with a strided BasicBlock3D whose downsample is
-    Conv3d 3x3x3 + BN3d (flashocc.md §1.4)."""
+    Conv3d 3x3x3 + BN3d (backbones/resnet.py, CustomResNet3D)."""
 
     def __init__(self, in_channels: int, num_channels: tuple[int, ...], num_layers: tuple[int, ...],
                  strides: tuple[int, ...], with_cp: bool = False) -> None:

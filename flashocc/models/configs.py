@@ -1,8 +1,9 @@
 """Model configs: one frozen dataclass per model family, each read completely by its one builder.
 
-| family            | config            | builder (models/builders.py) | presets                               |
-| camera lift-splat | ``CameraLSSConfig`` | ``build_camera_lss``       | flashocc-r50-m0/m1, bevdetocc-r50, flashocc-tiny(-demo), bevdetocc-tiny |
-| stereo 4D         | ``Stereo4DConfig``  | ``build_stereo4d``         | flashocc-r50-m2, flashocc-swinb-m3, flashocc-tiny-m2 |
+| family            | config              | builder (builders.py) | presets                                         |
+| camera lift-splat | ``CameraLSSConfig`` | ``build_camera_lss``  | flashocc-r50-m0/m1, bevdetocc-r50, flashocc-tiny, |
+|                   |                     |                       | flashocc-tiny-demo, bevdetocc-tiny              |
+| stereo 4D         | ``Stereo4DConfig``  | ``build_stereo4d``    | flashocc-r50-m2, flashocc-swinb-m3, flashocc-tiny-m2 |
 
 ``ModelConfig`` is what both share: image encoder (backbone + neck), lift-splat view transform, BEV
 encoder and head, and the loss settings the criterion reads. The preset picks the family; a field
@@ -112,7 +113,8 @@ class ModelConfig:
              and 0 < self.depth_bins[0] < self.depth_bins[1] and self.depth_bins[2] > 0,
              "(start, stop, step) metres with 0 < start < stop and step > 0"),
             ("bev_channels", _positive_int(self.bev_channels), "an integer > 0"),
-            ("encoder_channels", len(self.encoder_channels) == 3 and all(_positive_int(c) for c in self.encoder_channels),
+            ("encoder_channels", len(self.encoder_channels) == 3
+             and all(_positive_int(c) for c in self.encoder_channels),
              "three channel counts > 0 (one per BEV encoder stage)"),
             ("encoder_layers", len(self.encoder_layers) == 3 and all(_positive_int(c) for c in self.encoder_layers),
              "three block counts >= 1"),
@@ -156,7 +158,8 @@ class ModelConfig:
         depth loss."""
         needs: dict[str, Any] = {"input_size": tuple(self.input_size), "num_adjacent": self.num_frames - 1}
         if self.depth_loss_weight > 0 and self.depth_target == "lidar":
-            # Official PointToMultiViewDepth keeps the points inside grid_config['depth'][:2].
+            # Official PointToMultiViewDepth (FlashOCC@4084861 projects/mmdet3d_plugin/datasets/pipelines/
+            # loading.py) keeps the points inside grid_config['depth'][:2].
             needs.update(load_depth=True, depth_range=(float(self.depth_bins[0]), float(self.depth_bins[1])))
         return needs
 
@@ -164,6 +167,7 @@ class ModelConfig:
     def check(self) -> ModelConfig:
         """Refuse what the family's builder cannot honour given the other fields; returns self."""
         where = f"({self.family} family, preset {self.name})"
+        self._check_family(where)
         if self.backbone.startswith("resnet") and self.drop_path_rate != 0:
             _refuse("drop_path_rate", f"0.0: stochastic depth is a Swin option and {self.backbone} has none {where}",
                     self.drop_path_rate)
@@ -183,8 +187,8 @@ class ModelConfig:
         # fpn_lss upsamples by a fixed x2 and needs the coarser stage to divide it too.
         need = stage_stride(neck[-1]) if self.img_neck == "fpn_lss" else self.downsample
         if h % need or w % need:
-            _refuse("input_size", f"(H, W) divisible by {need} (the {'coarsest neck' if need != self.downsample else 'lifted'}"
-                    f" feature stride) {where}", self.input_size)
+            which = "coarsest neck" if need != self.downsample else "lifted"
+            _refuse("input_size", f"(H, W) divisible by {need} (the {which} feature stride) {where}", self.input_size)
         start, stop, _ = self.depth_bins
         count = self.num_depth_bins
         if self.sid and (count < 2 or stop - 1 <= start):
@@ -203,8 +207,8 @@ class ModelConfig:
                     self.grid.shape)
         k = self.grid.num_classes
         if self.class_weights and len(self.class_weights) != k:
-            _refuse("class_weights", f"{k} weights (one per class of the grid) {where}; found {len(self.class_weights)}",
-                    self.class_weights)
+            _refuse("class_weights", f"{k} weights (one per class of the grid) {where}; found "
+                    f"{len(self.class_weights)}", self.class_weights)
         if self.class_weights and self.class_balance:
             _refuse("class_balance", f"False with explicit model.class_weights (they replace the class-balance "
                     f"weights; set one of the two) {where}", self.class_balance)
@@ -214,7 +218,6 @@ class ModelConfig:
         if self.depth_target == "occupancy" and self.depth_loss_weight == 0:
             _refuse("depth_target", f"'lidar' while model.depth_loss_weight is 0 (the target of a depth loss that "
                     f"is off would be ignored) {where}", self.depth_target)
-        self._check_family(where)
         return self
 
     def _check_family(self, where: str) -> None:

@@ -1,4 +1,8 @@
-"""Losses: masked occupancy cross-entropy and the LiDAR depth loss (flashocc.md §2.3, §3.7)."""
+"""Losses: masked occupancy cross-entropy, the depth losses and the training aids; ``criterion.py``
+combines them. Official behaviour: FlashOCC@4084861 projects/mmdet3d_plugin/models/dense_heads/bev_occ_head.py,
+BEVOCCHead2D.loss, and models/necks/view_transformer.py, LSSViewTransformerBEVDepth.get_depth_loss
+(docs/official-behaviour.md, "Occupancy loss" and "LiDAR depth targets").
+"""
 from __future__ import annotations
 
 import math
@@ -9,7 +13,7 @@ import torch.nn.functional as F
 
 
 def class_balance_weights(frequencies: Sequence[int]) -> torch.Tensor:
-    """w_c = 1 / log(f_c + 0.001) from per-class voxel counts (official class_balance, §2.3)."""
+    """w_c = 1 / log(f_c + 0.001) from per-class voxel counts (official class_balance of BEVOCCHead2D)."""
     return torch.tensor([1.0 / math.log(f + 0.001) for f in frequencies], dtype=torch.float32)
 
 
@@ -100,7 +104,8 @@ def downsample_gt_depth(gt_depth: torch.Tensor, downsample: int) -> torch.Tensor
 
 
 def depth_bin_targets(depth: torch.Tensor, start: float, stop: float, step: float, num_bins: int, sid: bool) -> torch.Tensor:
-    """One-hot (…, D) targets; rows of zeros where there is no valid depth (flashocc.md §3.7).
+    """One-hot (…, D) targets; rows of zeros where there is no valid depth (official
+    LSSViewTransformerBEVDepth.get_downsampled_gt_depth).
 
     Official quirk: the bin index is truncated with .long(), so bin k covers [start + k·step, start + (k+1)·step).
     """

@@ -1,7 +1,7 @@
 """Necks: ``CustomFPN`` on image features, ``FPN_LSS`` / ``LSSFPN3D`` on BEV features.
 
 Class names follow the official modules so their state-dict prefixes read the same
-(flashocc.md §1.1, §1.4, §6).
+(FlashOCC@4084861 projects/mmdet3d_plugin/models/necks/fpn.py, CustomFPN; necks/lss_fpn.py, FPN_LSS and LSSFPN3D).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class CustomFPN(nn.Module):
 class FPN_LSS(nn.Module):  # noqa: N801 - official name, kept so users recognise it
     """BEV neck: cat[feats[0], up4(feats[2])] -> 2x (conv3x3, BN, ReLU) -> up2 -> conv3x3, BN, ReLU, conv1x1.
 
-    Official detail (flashocc.md §1.1, §12.9): bilinear upsampling with align_corners=True, and the
+    Official detail (lss_fpn.py, FPN_LSS.forward): bilinear upsampling with align_corners=True, and the
     high-resolution map comes first in the concatenation.
     """
 
@@ -61,7 +61,7 @@ class FPN_LSS(nn.Module):  # noqa: N801 - official name, kept so users recognise
 
 class LSSFPN3D(nn.Module):
     """3D BEV neck of the BEVDetOcc baseline: trilinear up x2 / x4 (align_corners=True), cat[l0, l1, l2],
-    then Conv3d 1x1 (no bias) + BN3d + ReLU (flashocc.md §1.4)."""
+    then Conv3d 1x1 (no bias) + BN3d + ReLU (lss_fpn.py, LSSFPN3D)."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()

@@ -1,6 +1,7 @@
 """ResNet image backbones with torchvision's parameter names (no ``fc``), as mmdet's ResNet uses.
 
-``style='pytorch'``: the stride sits on the 3x3 conv of the bottleneck (flashocc.md §1.1).
+``style='pytorch'``: the stride sits on the 3x3 conv of the bottleneck (mmdet ``ResNet`` as configured in
+FlashOCC@4084861 projects/configs/flashocc/flashocc-r50.py).
 Returns the feature maps of the requested stages (0 = layer1 ... 3 = layer4).
 """
 from __future__ import annotations

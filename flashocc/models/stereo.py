@@ -3,7 +3,9 @@
 For every pixel of the current frame's stride-4 feature map and every depth hypothesis, the 3D point
 is projected into the adjacent (earlier) frame's camera, the adjacent feature is sampled there, and
 the L1 feature distance becomes a matching cost; a softmax over depth of the negated cost gives a
-per-pixel depth distribution (flashocc.md §3.8, §12.24). Everything here runs without gradients.
+per-pixel depth distribution (FlashOCC@4084861 projects/mmdet3d_plugin/models/model_utils/depthnet.py,
+DepthNet.calculate_cost_volumn; docs/official-behaviour.md, "Temporal stereo (M2)"). Everything here
+runs without gradients.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ def cost_volume_grid(frustum: torch.Tensor, curr2adj: torch.Tensor, intrinsics: 
     uv = post_rots[..., :2, :2].view(b, n, 1, 1, 1, 2, 2).matmul(uv).squeeze(-1)
     uv = uv + post_trans[..., :2].view(b, n, 1, 1, 1, 2)
     img_h, img_w = image_size
-    # Official quirk (flashocc.md §3.8, §12.24): normalised by the *image* size (W-1, H-1) with
+    # Official quirk (DepthNet.calculate_cost_volumn): normalised by the *image* size (W-1, H-1) with
     # align_corners=True although the sampled map is the stride-4 feature; kept for parity.
     gx = uv[..., 0] / (img_w - 1.0) * 2.0 - 1.0
     gy = uv[..., 1] / (img_h - 1.0) * 2.0 - 1.0
@@ -82,7 +84,7 @@ def stereo_cost_volume(prev: torch.Tensor, curr: torch.Tensor, grid: torch.Tenso
         warped = warped.view(bn, group_size, num_depth, h, w)
         cost += (curr[:, start:start + group_size].unsqueeze(2) - warped).abs().sum(dim=1)
     if bias != 0 and warped is not None:
-        # Official quirk (flashocc.md §3.8): the invalid mask is "channel 0 of the *last* group warps
+        # Official quirk (DepthNet.calculate_cost_volumn): the invalid mask is "channel 0 of the *last* group warps
         # to exactly 0", which also fires where that (post-ReLU) feature is legitimately 0.
         cost = cost + bias * (warped[:, 0] == 0).to(cost.dtype)
     return (-cost).softmax(dim=1)

@@ -57,3 +57,15 @@ def render_pyvista(
     pixels = plotter.screenshot(return_img=True)
     plotter.close()
     return Image.fromarray(np.ascontiguousarray(pixels[..., :3]), "RGB")
+
+
+def render_voxels_pyvista(
+    labels: np.ndarray,
+    mask: np.ndarray | None = None,
+    grid: OccGrid = OCC3D_NUSCENES,
+    size: tuple[int, int] = (1024, 720),
+    camera: ChaseCamera = ChaseCamera(),
+    edges: bool = True,
+) -> Image.Image:
+    """The same view through pyvista/VTK off-screen (VTK lighting, slower). Needs ``flashocc[viz]``."""
+    return render_pyvista(labels, mask=mask, grid=grid, size=size, camera=camera, edges=edges)

@@ -262,17 +262,3 @@ def project_point(point: np.ndarray, size: tuple[int, int], camera: ChaseCamera 
     cam = w2c[:, :3] @ np.asarray(point, dtype=np.float64) + w2c[:, 3]
     uvw = camera.intrinsics(*size) @ cam
     return float(uvw[0] / uvw[2]), float(uvw[1] / uvw[2])
-
-
-def render_voxels_pyvista(
-    labels: np.ndarray,
-    mask: np.ndarray | None = None,
-    grid: OccGrid = OCC3D_NUSCENES,
-    size: tuple[int, int] = (1024, 720),
-    camera: ChaseCamera = ChaseCamera(),
-    edges: bool = True,
-) -> Image.Image:
-    """The same view through pyvista/VTK off-screen (VTK lighting, slower). Needs ``flashocc[viz]``."""
-    from flashocc.viz.pyvista_backend import render_pyvista
-
-    return render_pyvista(labels, mask=mask, grid=grid, size=size, camera=camera, edges=edges)

@@ -1,7 +1,8 @@
 """``flashocc viz``: turn label files (a ``labels.npz``, a folder or a run's predictions) into pictures.
 
 For each occupancy file ``<stem>_3d.png`` and ``<stem>_bev.png`` are written; with ground truth
-``<stem>_compare.png``; with an info file ``<stem>_cameras.png``; with ``gif`` a ``sequence.gif``
+``<stem>_compare.png``; with an info file ``<stem>_cameras.png``; with ``instances`` (files holding
+instance ids) ``<stem>_instances.png``; with ``gif`` a ``sequence.gif``
 (and ``sequence.mp4`` when imageio-ffmpeg is installed) over all files in time order.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from flashocc.viz.bev import add_legend_strip, render_bev
 from flashocc.viz.cameras import CameraCalib, render_cameras
 from flashocc.viz.common import legend_entries, load_labels_npz, save_image
 from flashocc.viz.compare import render_comparison
+from flashocc.viz.instances import load_instances_npz, render_instances
 from flashocc.viz.render import render_voxels, side_by_side
 from flashocc.viz.video import mp4_available, save_sequence_gif, save_sequence_mp4
 
@@ -121,6 +123,7 @@ def visualize(
     grid: OccGrid = OCC3D_NUSCENES,
     data_root: str | os.PathLike | None = None,
     fps: float = 2.0,
+    instances: bool = False,
 ) -> VizOutputs:
     """Render every occupancy file at ``path`` into ``out``; returns the files written.
 
@@ -128,7 +131,8 @@ def visualize(
     the file itself; files without one are drawn whole), ``"none"`` draws everything. ``gt`` is a
     ``labels.npz`` (single input) or a folder matched by sample token. ``images`` is an info file
     (or a folder holding one) for the camera overlays, matched by token; a single sample with a
-    single info record is paired directly.
+    single info record is paired directly. ``instances`` also draws each file's instance ids
+    (``instances`` or ``pano_inst``) one colour per id, and makes those pictures the GIF frames.
     """
     if mask not in ("camera", "none"):
         raise ValueError(f"mask must be 'camera' or 'none', found {mask!r}")
@@ -157,6 +161,14 @@ def visualize(
         if gt_labels is not None:
             compare = render_comparison(labels, gt_labels, mask=view_mask, grid=grid)
             result.files.append(save_image(compare, out / f"{stem}_compare.png"))
+        panoptic = None
+        if instances:
+            ids = load_instances_npz(file, grid)
+            if ids is None:
+                result.notes.append(f"{file}: no 'instances' or 'pano_inst' array; no instance picture")
+            else:
+                panoptic = render_instances(labels, ids, mask=view_mask, grid=grid)
+                result.files.append(save_image(panoptic, out / f"{stem}_instances.png"))
         cams = camera_sets.get(key)
         if cams is None and len(camera_sets) == 1 and len(files) == 1:
             cams = next(iter(camera_sets.values()))
@@ -167,7 +179,7 @@ def visualize(
             result.notes.append(f"{file}: sample {key} is not in {images}; no camera overlay")
         if gif:
             # A video frame: the 3D view with its legend, and the BEV map beside it.
-            frame = side_by_side(view, bev)
+            frame = panoptic if panoptic is not None else side_by_side(view, bev)
             frames.append((cams.timestamp if cams is not None else 0, len(frames), frame))
     if gif:
         # Time order when the info file gives timestamps, else the (sorted) file order.

@@ -41,7 +41,7 @@ def _fixture_k(fixture_pkl: Path) -> np.ndarray:
     ("nan", r"must be a finite 3x3 camera matrix"),
     ("inf", r"must be a finite 3x3 camera matrix"),
     ("shape", r"must have shape \(3, 3\)"),
-    ("text", r"cannot read the record"),
+    ("text", r"must be a \(3, 3\) array of numbers, found str"),
 ])
 def test_intrinsics_must_be_a_camera_matrix(fixture_pkl: Path, tmp_path: Path, case: str, pattern: str):
     k = _fixture_k(fixture_pkl)
@@ -154,14 +154,13 @@ def _corrupt(kind: str, path: Path) -> None:
         start = data.index(b"semantics.npy") + len("semantics.npy") + 200
         for i in range(start, start + 64):
             data[i] ^= 0xA5
-    elif kind == "crc_flip":
-        info = zipfile.ZipFile(path).getinfo("mask_lidar.npy")
+    elif kind == "crc_flip":  # of semantics, the member every loader reads
+        info = zipfile.ZipFile(path).getinfo("semantics.npy")
         data[info.header_offset + 14] ^= 0xFF  # the CRC-32 in the local header
-        central = data.rindex(b"mask_lidar.npy") - 46 + 16
-        data[central] ^= 0xFF
+        data[data.rindex(b"semantics.npy") - 46 + 16] ^= 0xFF  # and in the central directory
     elif kind == "central_directory_flip":
-        at = data.rindex(b"PK\x01\x02")
-        data[at + 20:at + 28] = b"\xff" * 8  # sizes of one member
+        at = data.rindex(b"semantics.npy") - 46
+        data[at + 20:at + 24] = (100).to_bytes(4, "little")  # its compressed size: the stream ends early
     elif kind == "empty":
         data = bytearray()
     path.write_bytes(bytes(data))
@@ -195,16 +194,28 @@ def test_read_npz_reads_what_is_there(tmp_path: Path, occ3d_labels_path: Path):
 
 def test_loaders_never_unpickle(tmp_path: Path, monkeypatch):
     calls = []
-    real = np.load
+    real = np.lib.format.read_array
 
     def spy(*args, **kwargs):
-        calls.append(kwargs.get("allow_pickle", False))
+        calls.append(kwargs.get("allow_pickle", True))  # read_array's own default is True
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(np, "load", spy)
+    monkeypatch.setattr(np.lib.format, "read_array", spy)
+    monkeypatch.setattr(np, "load", None)  # not used at all
     path = tmp_path / "labels.npz"
     np.savez_compressed(path, **_labels())
     load_labels(path, "t")
     load_ground_truth(path)
     load_prediction(path)
-    assert calls and not any(calls)
+    assert len(calls) == 7 and not any(calls)
+
+
+def test_a_flipped_byte_in_a_stored_member_fails_its_crc(tmp_path: Path):
+    path = tmp_path / "labels.npz"
+    np.savez(path, **_labels())  # stored: np.load alone would hand back the flipped value
+    data = bytearray(path.read_bytes())
+    data[data.index(b"mask_lidar.npy") + 600] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=rf"sample t: {re.escape(str(path))}: corrupt labels archive "
+                                        r"\(zipfile\.BadZipFile: Bad CRC-32"):
+        load_labels(path, "t")

@@ -53,7 +53,7 @@ def test_layout_infos_and_labels(tiny_set: Path):
         assert set(np.unique(points[:, 4])) <= set(range(32)) and (points[:, 3] >= 0).all()
         assert sample.occ_path == f"gts/{sample.scene_name}/{sample.token}"
         labels = _labels(tiny_set, sample)
-        assert sorted(labels) == ["mask_camera", "mask_lidar", "semantics"]
+        assert sorted(labels) == ["instances", "mask_camera", "mask_lidar", "semantics"]   # Occ3D-panoptic layout
         for key, arr in labels.items():
             assert arr.shape == (200, 200, 16) and arr.dtype == np.uint8, key
         assert labels["semantics"].max() <= 17 and set(np.unique(labels["mask_camera"])) == {0, 1}
@@ -244,7 +244,8 @@ def test_the_marker_is_written_last_and_describes_the_set(tiny_set: Path):
 
     record = json.loads((tiny_set / MARKER_NAME).read_text())
     on_disk = [p for p in tiny_set.rglob("*") if p.is_file() and p.name != MARKER_NAME]
-    assert record["files"] == len(on_disk) == 2 * 3 * 8 + 2 and record["config"] == config_record(TINY)
+    # 8 files per frame; sweeps: 10 before the first keyframe, then 9 more each (the 10th is the previous keyframe)
+    assert record["files"] == len(on_disk) == 2 * 3 * 8 + 2 * (10 + 9 + 9) + 2 and record["config"] == config_record(TINY)
     newest = max(p.stat().st_mtime_ns for p in on_disk)
     assert (tiny_set / MARKER_NAME).stat().st_mtime_ns >= newest
     assert synthetic_set_problem(tiny_set, TINY) is None and synthetic_set_problem(tiny_set) is None
@@ -258,7 +259,7 @@ def test_a_set_missing_a_file_is_incomplete(tiny_set: Path, tmp_path: Path):
 
     root = _copy(tiny_set, tmp_path / "set")
     next((root / "samples" / "CAM_BACK").iterdir()).unlink()
-    assert "lists 50 files but 49 are there" in synthetic_set_problem(root, TINY)
+    assert "lists 106 files but 105 are there" in synthetic_set_problem(root, TINY)
     (root / "synth_complete.json").write_text("{not json")
     assert "synth_complete.json is unreadable" in synthetic_set_problem(root, TINY)
 
@@ -281,7 +282,7 @@ def test_an_interrupted_regeneration_is_detected_and_replaced(tiny_set: Path, tm
     assert not list(root.glob("samples/*/synth-0003-*"))              # nothing of the old set is left to mix in
     generate_synthetic_set(root, ONE)
     assert synthetic_set_problem(root, ONE) is None
-    assert len([p for p in root.rglob("*") if p.is_file()]) == 8 + 2 + 1
+    assert len([p for p in root.rglob("*") if p.is_file()]) == 8 + 10 + 2 + 1   # 10 sweeps before the keyframe
     assert not (root / "gts" / "synth-0003-0000").exists()
 
 

@@ -130,3 +130,16 @@ def test_backends_agree_on_the_real_volume(occ3d):
     assert (labels != 17).sum() == 11011
     metres = d_nb[0, 0] * 0.4
     assert metres.min() == pytest.approx(3.452, abs=1e-3) and metres.max() == pytest.approx(54.236, abs=1e-3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_step_limit_stops_a_ray_that_enters_late(backend):
+    # The official loop stops after MAX_STEP + 1 iterations, counted from the origin: a ray that walks
+    # 990 voxels before it enters sees only the first 11 in-grid voxels, and misses the one at x = 15.
+    occ = np.zeros((20, 2, 2), dtype=bool)
+    occ[15, :, :] = True
+    origin, end = (-990.5, 0.5, 0.5), (-989.5, 0.5, 0.5)
+    assert reference_cast(occ, origin, end) == ((10, 0, 0), 1001.5)
+    assert _cast_one(occ, origin, end, backend) == ((10, 0, 0), 1001.5)
+    # slightly closer, the same ray reaches the occupied voxel
+    assert _cast_one(occ, (-980.5, 0.5, 0.5), (-979.5, 0.5, 0.5), backend) == ((15, 0, 0), 996.5)

@@ -4,7 +4,8 @@ Layout (the nuScenes/Occ3D one, so every reader handles synthetic and real data 
 
     root/samples/CAM_*/<scene>__CAM_*__<timestamp>.jpg
     root/samples/LIDAR_TOP/<scene>__LIDAR_TOP__<timestamp>.pcd.bin   (M, 5) float32 x, y, z, intensity, ring
-    root/gts/<scene>/<token>/labels.npz                              semantics, mask_lidar, mask_camera
+    root/sweeps/LIDAR_TOP/<scene>__LIDAR_TOP__<timestamp>.pcd.bin    the 20 Hz sweeps between keyframes
+    root/gts/<scene>/<token>/labels.npz                              semantics, mask_lidar, mask_camera, instances
     root/infos_train.pkl, root/infos_val.pkl                         flashocc.data.infos.save_infos
     root/synth_complete.json                                         written last: the set is complete
 
@@ -29,7 +30,8 @@ import numpy as np
 from PIL import Image
 
 from flashocc.atomic import atomic_write
-from flashocc.data.infos import CameraInfo, SampleInfo, save_infos
+from flashocc.data.infos import CameraInfo, SampleInfo, SweepInfo, save_infos
+from flashocc.data.panoptic import number_objects
 from flashocc.data.synth.lidar import simulate_lidar
 from flashocc.data.synth.marker import FILES_PER_FRAME, INFO_FILES, MARKER_NAME, SOURCE, generator_files, marker_record
 from flashocc.data.synth.masks import camera_visibility, lidar_visibility
@@ -42,6 +44,7 @@ from flashocc.grid import OCC3D_NUSCENES, OccGrid
 logger = logging.getLogger(__name__)
 
 _BASE_TIMESTAMP_US = 1_700_000_000_000_000
+LIDAR_SWEEP_US = 50_000  # LIDAR_TOP spins at 20 Hz; nuScenes keyframes (2 Hz) are every 10th sweep
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class SynthConfig:
     ground_z: float = -0.7                     # ego-frame ground height: Occ3D puts the road at z-index 0
     lidar_azimuth_steps: int = 1080            # ~34.5k rays per sweep, like the fixture's 34,688 points
     lidar_max_range: float = 70.0
+    lidar_sweeps: int = 10                     # earlier 20 Hz sweeps recorded per keyframe (mmdet3d max_sweeps)
     jpeg_quality: int = 92
     workers: int = 1
 
@@ -73,6 +77,8 @@ class SynthConfig:
             (0 < self.speed_range[0] <= self.speed_range[1], "speed_range", "0 < low <= high", self.speed_range),
             (-1.0 < self.ground_z < 0.0, "ground_z", "inside the lowest metre of the grid (-1, 0)", self.ground_z),
             (self.lidar_azimuth_steps >= 16, "lidar_azimuth_steps", ">= 16", self.lidar_azimuth_steps),
+            (isinstance(self.lidar_sweeps, int) and not isinstance(self.lidar_sweeps, bool) and self.lidar_sweeps >= 0,
+             "lidar_sweeps", "an integer >= 0 (sweeps before each keyframe, 20 Hz)", self.lidar_sweeps),
             (1 <= self.jpeg_quality <= 95, "jpeg_quality", "1..95", self.jpeg_quality),
             (self.workers >= 1, "workers", ">= 1", self.workers),
         ]
@@ -100,6 +106,8 @@ class SynthFrame:
     mask_camera: np.ndarray
     ego2global: np.ndarray                 # (4, 4) at the LiDAR time
     cam_ego2global: dict[str, np.ndarray] = field(default_factory=dict)  # each camera's own ego pose
+    # uint8 segment ids from the world's objects, numbered like Occ3D-panoptic (flashocc.data.panoptic)
+    instances: np.ndarray | None = None
 
 
 def scene_world(config: SynthConfig, scene_index: int, grid: OccGrid = OCC3D_NUSCENES) -> World:
@@ -133,9 +141,40 @@ def simulate_frame(world: World, rig: Rig, time_s: float, grid: OccGrid = OCC3D_
     points, ranges = simulate_lidar(world, corners, lidar2global, rig.lidar_pitches(), lidar_azimuth_steps,
                                     lidar_max_range)
     mask_lidar = lidar_visibility(grid, np.linalg.inv(rig.lidar2ego), rig.lidar_pitches(), ranges)
-    semantics = voxelize(world, ego2global, grid)
+    semantics, objects = voxelize(world, ego2global, grid, with_objects=True)
+    instances = number_objects(semantics, objects, grid, where=f"synthetic frame at {time_s:.2f} s")
     return SynthFrame(images, depths, points, ranges, semantics, mask_lidar.astype(np.uint8),
-                      mask_camera.astype(np.uint8), ego2global, cam_poses)
+                      mask_camera.astype(np.uint8), ego2global, cam_poses, instances)
+
+
+def simulate_sweep(world: World, rig: Rig, time_s: float, lidar_azimuth_steps: int = 1080,
+                   lidar_max_range: float = 70.0) -> np.ndarray:
+    """(M, 5) float32 points of a LiDAR sweep at ``time_s``, in the LiDAR frame of that time."""
+    lidar2global = world.ego_pose(time_s) @ rig.lidar2ego
+    return simulate_lidar(world, world.primitives.corners(), lidar2global, rig.lidar_pitches(), lidar_azimuth_steps,
+                          lidar_max_range)[0]
+
+
+def frame_sweeps(config: SynthConfig, frame_index: int) -> tuple[list[tuple[int, int | None]], list[int]]:
+    """The sweeps of keyframe ``frame_index`` on the scene's 20 Hz clock, newest first, as (time in µs from
+    the scene start, the keyframe at that time or None), and the times of the sweep files this keyframe
+    writes: those after the previous keyframe (every later keyframe that needs one finds it written).
+
+    As in nuScenes the chain passes through earlier keyframes: at 2 Hz the 10th sweep is the previous
+    keyframe's own file. The first keyframe's sweeps lie before the scene start (the ego path extends
+    backwards), so every keyframe has a full set.
+    """
+    key = _keyframe_us(config, frame_index)
+    newest = -(-key // LIDAR_SWEEP_US) - 1            # the last 20 Hz tick strictly before the keyframe
+    keyframes = {_keyframe_us(config, k): k for k in range(frame_index)}
+    refs = [((newest - j) * LIDAR_SWEEP_US, None) for j in range(config.lidar_sweeps)]
+    refs = [(t, keyframes.get(t)) for t, _ in refs]
+    after = _keyframe_us(config, frame_index - 1) if frame_index > 0 else None
+    return refs, [t for t, k in refs if k is None and (after is None or t > after)]
+
+
+def sweep_file_count(config: SynthConfig) -> int:
+    return config.scenes * sum(len(frame_sweeps(config, f)[1]) for f in range(config.frames_per_scene))
 
 
 def generate_synthetic_set(out: str | os.PathLike, config: SynthConfig = SynthConfig(),
@@ -171,7 +210,8 @@ def generate_synthetic_set(out: str | os.PathLike, config: SynthConfig = SynthCo
     save_infos(train, root / "infos_train.pkl", meta)
     save_infos(val, root / "infos_val.pkl", meta)
     # Last: the marker says every file above is in place (flashocc.data.synth.marker).
-    record = marker_record(config, len(jobs) * FILES_PER_FRAME + len(INFO_FILES), len(train), len(val))
+    files = len(jobs) * FILES_PER_FRAME + sweep_file_count(config) + len(INFO_FILES)
+    record = marker_record(config, files, len(train), len(val))
     with atomic_write(root / MARKER_NAME, "w") as f:
         json.dump(record, f, indent=1, sort_keys=True)
     logger.info("wrote %d train and %d val frames to %s", len(train), len(val), root)
@@ -207,6 +247,14 @@ def _scene_name(config: SynthConfig, scene_index: int) -> str:
     return f"synth-{config.seed:04d}-{scene_index:04d}"
 
 
+def _keyframe_us(config: SynthConfig, frame_index: int) -> int:
+    return round(frame_index * config.frame_interval_s * 1e6)
+
+
+def _lidar_file(folder: str, scene: str, timestamp: int) -> str:
+    return f"{folder}/LIDAR_TOP/{scene}__LIDAR_TOP__{timestamp}.pcd.bin"
+
+
 def _token(*parts: object) -> str:
     return hashlib.md5("/".join(str(p) for p in ("flashocc-synth", *parts)).encode()).hexdigest()
 
@@ -222,7 +270,8 @@ def _write_frame(root: Path, config: SynthConfig, scene_index: int, frame_index:
     frame = simulate_frame(world, rig, time_s, OCC3D_NUSCENES, config.lidar_azimuth_steps, config.lidar_max_range)
     scene = _scene_name(config, scene_index)
     token = _token(config.seed, scene_index, frame_index)
-    timestamp = _BASE_TIMESTAMP_US + scene_index * 10**9 + round(time_s * 1e6)
+    scene_start = _BASE_TIMESTAMP_US + scene_index * 10**9
+    timestamp = scene_start + _keyframe_us(config, frame_index)
     cams = {}
     for cam in rig.cameras:
         ts = timestamp + cam.time_offset_us
@@ -231,15 +280,27 @@ def _write_frame(root: Path, config: SynthConfig, scene_index: int, frame_index:
         Image.fromarray(frame.images[cam.name]).save(buf, "JPEG", quality=config.jpeg_quality)
         _write_atomic(root / rel, buf.getvalue())
         cams[cam.name] = CameraInfo(rel, cam.intrinsics.copy(), cam.cam2ego.copy(), frame.cam_ego2global[cam.name], ts)
-    lidar_rel = f"samples/LIDAR_TOP/{scene}__LIDAR_TOP__{timestamp}.pcd.bin"
+    lidar_rel = _lidar_file("samples", scene, timestamp)
     _write_atomic(root / lidar_rel, frame.points.astype(np.float32).tobytes())
+    refs, own = frame_sweeps(config, frame_index)
+    for t in own:
+        points = simulate_sweep(world, rig, t * 1e-6, config.lidar_azimuth_steps, config.lidar_max_range)
+        _write_atomic(root / _lidar_file("sweeps", scene, scene_start + t), points.astype(np.float32).tobytes())
+    global2lidar = np.linalg.inv(frame.ego2global @ rig.lidar2ego)
+    sweeps = []
+    for t, k in refs:
+        # A keyframe in the chain keeps its own pose (its time in seconds, as it was rendered).
+        pose = world.ego_pose(t * 1e-6 if k is None else k * config.frame_interval_s)
+        sweeps.append(SweepInfo(_lidar_file("sweeps" if k is None else "samples", scene, scene_start + t),
+                                global2lidar @ pose @ rig.lidar2ego, scene_start + t))
     occ_rel = f"gts/{scene}/{token}"
     _write_atomic(root / occ_rel / "labels.npz", _npz_bytes(
-        semantics=frame.semantics, mask_lidar=frame.mask_lidar, mask_camera=frame.mask_camera))
+        semantics=frame.semantics, mask_lidar=frame.mask_lidar, mask_camera=frame.mask_camera,
+        instances=frame.instances))
     prev = _token(config.seed, scene_index, frame_index - 1) if frame_index > 0 else ""
     return SampleInfo(token=token, scene_name=scene, scene_token=_token(config.seed, scene_index), timestamp=timestamp,
                       lidar_path=lidar_rel, lidar2ego=rig.lidar2ego.copy(), ego2global=frame.ego2global, cams=cams,
-                      occ_path=occ_rel, prev_token=prev)
+                      occ_path=occ_rel, prev_token=prev, sweeps=sweeps)
 
 
 def _as_from_worker(sample: SampleInfo) -> SampleInfo:

@@ -3,16 +3,28 @@
 Rays form a (32, n_azimuth) grid in the LiDAR frame: ring 0 is the lowest beam, column c looks at
 azimuth -pi + (c + 0.5) * 2pi / n_azimuth about the LiDAR z axis. The whole sweep is cast from the
 keyframe pose (no rolling-shutter motion within the 50 ms revolution).
+
+Intensity is a reflectivity per surface material on the 0..255 scale of nuScenes LIDAR_TOP (the real
+fixture: median 12, 95th percentile 65, retro-reflectors up to 255), times the incidence cosine and a
+little texture: dark asphalt with bright lane paint, concrete sidewalks and curbs, grass, foliage,
+painted vehicle bodies with near-black tyres and glass, building walls with glass panes, and
+retro-reflective barrier and cone stripes.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from flashocc.data.synth.raycast import RayHits, cast_primitives, intersect_ground, surface_frame
-from flashocc.data.synth.world import World
+from flashocc.data.synth.render import lane_markings, surface_patterns
+from flashocc.data.synth.world import BARK, FOLIAGE, World
 
-# Reflectivity per Occ3D class, on the 0..255 scale of nuScenes intensities.
-_REFLECTIVITY = np.array([40, 90, 60, 70, 60, 70, 60, 30, 120, 70, 70, 12, 20, 25, 15, 40, 20, 0], np.float32)
+# Reflectivity per Occ3D class of the surface hit (materials below override it).
+_REFLECTIVITY = np.array([40, 60, 60, 70, 60, 70, 60, 30, 60, 70, 70, 10, 20, 28, 15, 40, 20, 0], np.float32)
+_WHITE_PAINT, _YELLOW_PAINT = 150.0, 120.0  # road markings (glass beads)
+_CURB = 32.0                                # the vertical concrete curb face
+_GLASS, _TYRE = 5.0, 4.0                    # windows and tyres return little
+_STRIPE = 230.0                             # retro-reflective sheeting on barriers and cones
+_FOLIAGE, _BARK = 26.0, 14.0
 
 
 def lidar_directions(pitches: np.ndarray, n_azimuth: int) -> np.ndarray:
@@ -65,11 +77,30 @@ def simulate_lidar(world: World, corners: np.ndarray, lidar2global: np.ndarray, 
 
 
 def _intensity(world: World, hits: RayHits, origin: np.ndarray, dirs: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    """Class reflectivity times the cosine of incidence (flat ground faces up)."""
-    cls = np.where(hits.prim[ok] >= 0, world.primitives.label[np.maximum(hits.prim[ok], 0)], hits.ground_class[ok])
-    cos = np.abs(dirs[ok, 2]).astype(np.float64)
-    obj = np.nonzero(hits.prim[ok] >= 0)[0]
+    """Material reflectivity x (0.3 + 0.7 cos incidence) x texture (0.85..1.15), rounded, 0..255."""
+    prim = hits.prim[ok]
+    cls = np.where(prim >= 0, world.primitives.label[np.maximum(prim, 0)], hits.ground_class[ok])
+    refl = _REFLECTIVITY[cls].astype(np.float64)
+    cos = np.abs(dirs[ok, 2]).astype(np.float64)          # flat ground faces up
+    ground = np.nonzero(prim < 0)[0]
+    if len(ground):
+        rays = ok[ground]
+        white, yellow = lane_markings(world, cls[ground], hits.road_s[rays], hits.road_d[rays])
+        refl[ground[white]], refl[ground[yellow]] = _WHITE_PAINT, _YELLOW_PAINT
+        curb = hits.curb[rays]
+        refl[ground[curb]] = _CURB
+        cos[ground[curb]] = np.hypot(dirs[rays[curb], 0], dirs[rays[curb], 1])  # a vertical face
+    obj = np.nonzero(prim >= 0)[0]
     if len(obj):
-        normal, _ = surface_frame(world, hits, origin, dirs, ok[obj])
+        normal, local = surface_frame(world, hits, origin, dirs, ok[obj])
         cos[obj] = np.abs((normal * dirs[ok[obj]]).sum(1))
-    return np.round(_REFLECTIVITY[cls] * (0.3 + 0.7 * cos))
+        mat = world.primitives.material[prim[obj]]
+        refl[obj[mat == FOLIAGE]], refl[obj[mat == BARK]] = _FOLIAGE, _BARK
+        pattern = surface_patterns(world, prim[obj], normal, local)
+        refl[obj[pattern.window | pattern.glass_band | pattern.cabin_glass]] = _GLASS
+        refl[obj[pattern.tyre]] = _TYRE
+        refl[obj[pattern.stripe]] = _STRIPE
+    hit = origin[None, :] + hits.t[ok, None].astype(np.float64) * dirs[ok].astype(np.float64)
+    cells = (np.floor(hit[:, :2] * 4.0).astype(np.int64) & 255)   # 0.25 m texture cells, tiled
+    texture = 0.85 + 0.3 * world.noise[cells[:, 0], cells[:, 1]].astype(np.float64)
+    return np.clip(np.round(refl * (0.3 + 0.7 * cos) * texture), 0, 255)

@@ -24,7 +24,7 @@ MARKER_NAME = "synth_complete.json"
 MARKER_FORMAT = "flashocc-synth-complete"
 SOURCE = "flashocc-synth"               # metadata["source"] of the info files the generator writes
 INFO_FILES = ("infos_train.pkl", "infos_val.pkl")
-FILES_PER_FRAME = len(NUSCENES_CAMERAS) + 2   # six JPEGs, one LiDAR sweep, one labels.npz
+FILES_PER_FRAME = len(NUSCENES_CAMERAS) + 2   # six JPEGs, one LiDAR keyframe, one labels.npz (plus sweeps/)
 
 _SCENE = r"synth-\d{4,}-\d{4,}"
 _SENSOR_FILE = re.compile(rf"^{_SCENE}__(?P<sensor>[A-Z_]+)__\d+\.(jpg|pcd\.bin)$")
@@ -57,6 +57,8 @@ def generator_files(root: Path) -> list[Path]:
             found.append(entry)
         elif _is_dir(entry) and entry.name == "samples":
             found += _sensor_files(root, entry)
+        elif _is_dir(entry) and entry.name == "sweeps":
+            found += _sensor_files(root, entry, ("LIDAR_TOP",))
         elif _is_dir(entry) and entry.name == "gts":
             found += _label_files(root, entry)
         else:
@@ -108,12 +110,11 @@ def marker_record(config: SynthConfig, files: int, train: int, val: int) -> dict
             "frames": {"train": train, "val": val}}
 
 
-def _sensor_files(root: Path, samples: Path) -> list[Path]:
-    sensors = (*NUSCENES_CAMERAS, "LIDAR_TOP")
+def _sensor_files(root: Path, samples: Path, sensors: tuple[str, ...] = (*NUSCENES_CAMERAS, "LIDAR_TOP")) -> list[Path]:
     found = []
     for sensor_dir in sorted(samples.iterdir()):
         if not _is_dir(sensor_dir) or sensor_dir.name not in sensors:
-            _refuse(root, sensor_dir, f"the synthetic generator only writes samples/<{'|'.join(sensors)}>/")
+            _refuse(root, sensor_dir, f"the synthetic generator only writes {samples.name}/<{'|'.join(sensors)}>/")
         for path in sorted(sensor_dir.iterdir()):
             match = _SENSOR_FILE.match(_strip_temp(path.name))
             if not _is_file(path) or match is None or match["sensor"] != sensor_dir.name:

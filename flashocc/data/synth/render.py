@@ -6,6 +6,7 @@ the pixel that shows it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -127,25 +128,14 @@ def shade(world: World, hits: RayHits, origin: np.ndarray, dirs: np.ndarray) -> 
         p = hits.prim[obj]
         normal, local = surface_frame(world, hits, origin, dirs, obj)
         local = local.astype(np.float32)
-        half = prims.half[p].astype(np.float32)
         mat = prims.material[p]
         base = prims.color[p] * (0.85 + 0.3 * tex(local[:, 0] + local[:, 2], local[:, 1] - local[:, 2], 4.0))[:, None]
-        side = np.abs(normal[:, 2]) < 0.5
-        across = np.abs(local[:, 0]) * half[:, 1] > np.abs(local[:, 1]) * half[:, 0]
-        horiz = np.where(across, local[:, 1], local[:, 0])
-        height = local[:, 2] + half[:, 2]
-        # Building windows: a grid of dark glass panes on the walls.
-        floor = height % 3.2
-        win = (mat == WINDOWS) & side & ((horiz % 3.0) > 1.1) & (floor > 1.0) & (floor < 2.4)
-        base[win] = (0.18, 0.24, 0.32)
-        # Vehicles (and pedestrians): dark glass band near the top, tyres / legs at the bottom.
-        rel = height / np.maximum(2 * half[:, 2], 1e-6)
-        veh = mat == VEHICLE
-        base[veh & side & (rel > 0.55) & (rel < 0.9)] *= 0.35
-        base[((mat == VEHICLE) | (mat == BODY)) & (height < 0.35)] = (0.08, 0.08, 0.08)
-        base[(mat == GLASS) & side & (rel > 0.12) & (rel < 0.85)] *= 0.3
-        stripes = (mat == STRIPES) & (((horiz + local[:, 2]) % 0.5) < 0.25)
-        base[stripes] = (0.85, 0.1, 0.1)
+        pattern = surface_patterns(world, p, normal, local)
+        base[pattern.window] = (0.18, 0.24, 0.32)
+        base[pattern.glass_band] *= 0.35
+        base[pattern.tyre] = (0.08, 0.08, 0.08)
+        base[pattern.cabin_glass] *= 0.3
+        base[pattern.stripe] = (0.85, 0.1, 0.1)
         leaf = np.nonzero((mat == FOLIAGE) | (mat == BARK))[0]
         base[leaf] *= (0.6 + 0.8 * tex(local[leaf, 0] + local[leaf, 2], local[leaf, 1] + local[leaf, 2], 9.0))[:, None]
         sun = world.sun.astype(np.float32)
@@ -163,7 +153,44 @@ def shade(world: World, hits: RayHits, origin: np.ndarray, dirs: np.ndarray) -> 
     return np.clip(color, 0, 255, out=color).astype(np.uint8)
 
 
-def _lane_markings(world: World, base: np.ndarray, cls: np.ndarray, s: np.ndarray, d: np.ndarray) -> np.ndarray:
+@dataclass
+class SurfacePattern:
+    """Where the procedural patterns of object surfaces lie, per primitive hit (boolean masks).
+
+    The camera colours and the LiDAR reflectivity (``lidar._intensity``) both read them, so the dark
+    glass a camera sees is also where the LiDAR returns little.
+    """
+
+    window: np.ndarray        # building window panes
+    glass_band: np.ndarray    # the dark band near the top of buses, vans and pedestrians
+    tyre: np.ndarray          # tyres (and legs) at the bottom of vehicles
+    cabin_glass: np.ndarray   # the side windows of a car's cabin
+    stripe: np.ndarray        # the red stripes of barriers and cones (retro-reflective)
+
+
+def surface_patterns(world: World, prim: np.ndarray, normal: np.ndarray, local: np.ndarray) -> SurfacePattern:
+    """Patterns at primitive hits ``prim`` (K,) with global normals and local hit points (``surface_frame``)."""
+    prims = world.primitives
+    local = local.astype(np.float32)
+    half = prims.half[prim].astype(np.float32)
+    mat = prims.material[prim]
+    side = np.abs(normal[:, 2]) < 0.5
+    across = np.abs(local[:, 0]) * half[:, 1] > np.abs(local[:, 1]) * half[:, 0]
+    horiz = np.where(across, local[:, 1], local[:, 0])
+    height = local[:, 2] + half[:, 2]
+    floor = height % 3.2                                  # storeys of 3.2 m, a pane every 3 m
+    rel = height / np.maximum(2 * half[:, 2], 1e-6)
+    return SurfacePattern(
+        window=(mat == WINDOWS) & side & ((horiz % 3.0) > 1.1) & (floor > 1.0) & (floor < 2.4),
+        glass_band=(mat == VEHICLE) & side & (rel > 0.55) & (rel < 0.9),
+        tyre=((mat == VEHICLE) | (mat == BODY)) & (height < 0.35),
+        cabin_glass=(mat == GLASS) & side & (rel > 0.12) & (rel < 0.85),
+        stripe=(mat == STRIPES) & (((horiz + local[:, 2]) % 0.5) < 0.25),
+    )
+
+
+def lane_markings(world: World, cls: np.ndarray, s: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(white, yellow) masks of the painted road markings at ground points of road coordinates (s, d)."""
     road = world.road
     a = np.abs(d)
     on_road = cls == DRIVEABLE
@@ -174,5 +201,10 @@ def _lane_markings(world: World, base: np.ndarray, cls: np.ndarray, s: np.ndarra
         white |= on_road & (np.abs(a - k * road.lane_width) < 0.075) & ((s % 9.0) < 3.0)
     if road.parking_width > 0:                                          # parking bay ticks
         white |= on_road & (a > drive) & ((s % 6.0) < 0.12)
+    return white, yellow
+
+
+def _lane_markings(world: World, base: np.ndarray, cls: np.ndarray, s: np.ndarray, d: np.ndarray) -> np.ndarray:
+    white, yellow = lane_markings(world, cls, s, d)
     base = np.where(white[:, None], np.float32(0.92), base)
     return np.where(yellow[:, None], np.array([0.95, 0.78, 0.15], np.float32), base)

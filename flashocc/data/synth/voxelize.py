@@ -13,8 +13,13 @@ from flashocc.data.synth.world import BOX, World
 from flashocc.grid import OccGrid
 
 
-def voxelize(world: World, ego2global: np.ndarray, grid: OccGrid) -> np.ndarray:
-    """(Dx, Dy, Dz) uint8 labels, indexed [x, y, z] in the ego frame of ``ego2global``; free elsewhere."""
+def voxelize(world: World, ego2global: np.ndarray, grid: OccGrid,
+             with_objects: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """(Dx, Dy, Dz) uint8 labels, indexed [x, y, z] in the ego frame of ``ego2global``; free elsewhere.
+
+    ``with_objects`` also returns the (Dx, Dy, Dz) int64 object index (``Primitives.object_ids``) of the
+    primitive that labelled each voxel, -1 for the ground and free space.
+    """
     dz = grid.shape[2]
     size = np.asarray(grid.voxel_size)
     lower = np.asarray(grid.lower)
@@ -34,6 +39,8 @@ def voxelize(world: World, ego2global: np.ndarray, grid: OccGrid) -> np.ndarray:
 
     # Primitives, in list order (later ones win where they overlap).
     prims = world.primitives
+    objects = np.full(grid.shape, -1, np.int64) if with_objects else None
+    object_ids = prims.object_ids()
     yaw_ego = np.arctan2(ego2global[1, 0], ego2global[0, 0])
     g2e = np.linalg.inv(ego2global)
     ctr = prims.center @ g2e[:3, :3].T + g2e[:3, 3]
@@ -60,4 +67,6 @@ def voxelize(world: World, ego2global: np.ndarray, grid: OccGrid) -> np.ndarray:
             occ = ((lx / r[0]) ** 2 + (ly / r[1]) ** 2)[..., None] + ((zs / r[2]) ** 2)[None, None, :] <= 1.0
         block = sem[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
         block[occ] = prims.label[i]
-    return sem
+        if objects is not None:
+            objects[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]][occ] = object_ids[i]
+    return (sem, objects) if objects is not None else sem

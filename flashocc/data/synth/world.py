@@ -91,9 +91,14 @@ class Primitives:
     label: np.ndarray     # (P,) uint8 Occ3D class
     color: np.ndarray     # (P, 3) float32 RGB in [0, 1]
     material: np.ndarray  # (P,) uint8
+    obj: np.ndarray | None = None  # (P,) int64 object index: the parts of one vehicle share it (None: one each)
 
     def __len__(self) -> int:
         return len(self.kind)
+
+    def object_ids(self) -> np.ndarray:
+        """(P,) object index of each primitive (instance ids are numbered from these)."""
+        return np.arange(len(self.kind), dtype=np.int64) if self.obj is None else self.obj
 
     def corners(self) -> np.ndarray:
         """(P, 8, 3) corners of the (bounding) boxes."""
@@ -146,22 +151,28 @@ class _Builder:
     def __init__(self, road: Road, ground_z: float, rng: np.random.Generator):
         self.road, self.ground_z, self.rng = road, ground_z, rng
         self.rows: list[tuple] = []
+        self.objects: list[int] = []   # object index per row
+        self.next_object = 0
 
     def add(self, s: float, d: float, size: tuple[float, float, float], label: int, color, material: int = PLAIN,
-            z0: float | None = None, yaw: float = 0.0, kind: int = BOX) -> None:
-        """Object of (length, width, height) whose base sits at z0 (default: the ground) at road (s, d)."""
+            z0: float | None = None, yaw: float = 0.0, kind: int = BOX, part: bool = False) -> None:
+        """Object of (length, width, height) whose base sits at z0 (default: the ground) at road (s, d);
+        ``part``: another piece of the object added last (a car's cabin), sharing its instance."""
         x, y, h = self.road.pose(np.array(s), d)
         base = self.ground_z if z0 is None else z0
         half = (size[0] / 2, size[1] / 2, size[2] / 2)
         self.rows.append((kind, (float(x), float(y), base + half[2]), half, float(h) + yaw, label,
                           np.clip(np.asarray(color, np.float64), 0, 1), material))
+        if not (part and self.objects):
+            self.next_object += 1
+        self.objects.append(self.next_object - 1)
 
     def build(self) -> Primitives:
         cols = list(zip(*self.rows)) if self.rows else [[]] * 7
         return Primitives(np.array(cols[0], np.uint8), np.array(cols[1], np.float64).reshape(-1, 3),
                           np.array(cols[2], np.float64).reshape(-1, 3), np.array(cols[3], np.float64),
                           np.array(cols[4], np.uint8), np.array(cols[5], np.float32).reshape(-1, 3),
-                          np.array(cols[6], np.uint8))
+                          np.array(cols[6], np.uint8), np.array(self.objects, np.int64))
 
 
 def _tint(rng: np.random.Generator, rgb: tuple[int, int, int], spread: float = 0.12) -> np.ndarray:
@@ -176,18 +187,18 @@ def _add_vehicle(b: _Builder, cls: int, s: float, d: float, yaw: float, colors) 
         body = height * 0.55
         b.add(s, d, (length, width, body), cls, col, BODY, yaw=yaw)
         b.add(s - 0.1 * length * np.cos(yaw), d, (0.55 * length, width * 0.92, height - body), cls, col, GLASS,
-              z0=b.ground_z + body, yaw=yaw)
+              z0=b.ground_z + body, yaw=yaw, part=True)
     elif cls in (TRUCK, CONSTRUCTION):  # cab in front of a cargo box / machine body with an arm
         cab = 2.2
         sign = np.cos(yaw)
         b.add(s + sign * (length - cab) / 2, d, (cab, width, height * 0.85), cls, col, VEHICLE, yaw=yaw)
-        b.add(s - sign * cab / 2, d, (length - cab, width, height), cls, col * 0.9, PLAIN, yaw=yaw)
+        b.add(s - sign * cab / 2, d, (length - cab, width, height), cls, col * 0.9, PLAIN, yaw=yaw, part=True)
         if cls == CONSTRUCTION:
             b.add(s + sign * length * 0.45, d, (length * 0.5, 0.5, 0.5), cls, col, PLAIN, z0=b.ground_z + height,
-                  yaw=yaw)
+                  yaw=yaw, part=True)
     elif cls == TRAILER:  # raised box on a rear wheel block
         b.add(s, d, (length, width, height - 1.1), cls, col, PLAIN, z0=b.ground_z + 1.1, yaw=yaw)
-        b.add(s - np.cos(yaw) * length * 0.3, d, (2.5, width * 0.9, 1.1), cls, col * 0.4, PLAIN, yaw=yaw)
+        b.add(s - np.cos(yaw) * length * 0.3, d, (2.5, width * 0.9, 1.1), cls, col * 0.4, PLAIN, yaw=yaw, part=True)
     else:
         b.add(s, d, (length, width, height), cls, col, VEHICLE if cls == BUS else PLAIN, yaw=yaw)
 
@@ -298,7 +309,7 @@ def _add_tree(b: _Builder, s: float, d: float) -> None:
     b.add(s, d, (0.3, 0.3, trunk + 0.5), VEGETATION, (0.36, 0.25, 0.15), BARK)
     rx, rz = float(rng.uniform(1.2, 2.3)), float(rng.uniform(1.4, 2.6))
     b.add(s, d, (2 * rx, 2 * rx, 2 * rz), VEGETATION, _tint(rng, (35, 120, 40), 0.25), FOLIAGE,
-          z0=b.ground_z + trunk, kind=ELLIPSOID)
+          z0=b.ground_z + trunk, kind=ELLIPSOID, part=True)
 
 
 def _smooth_noise(rng: np.random.Generator, size: int = 256) -> np.ndarray:
