@@ -82,12 +82,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/train", help="run folder: config.yaml, last.pt, train.log, metrics.jsonl")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt exactly")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (its files are deleted)")
+    p.add_argument("--teacher", help="distil from a frozen teacher: its preset or run config.yaml (distill.teacher)")
+    p.add_argument("--teacher-checkpoint", help="the teacher's trained weights (distill.teacher_checkpoint)")
     p.set_defaults(func=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from flashocc.engine.train import train
 
+    # The flags are the distill.* keys, applied after the config's other overrides.
+    args.overrides = list(args.overrides) + [f"distill.{key}={value}" for key, value in
+                                             (("teacher", args.teacher), ("teacher_checkpoint", args.teacher_checkpoint))
+                                             if value]
     cfg = _resolve_config(args)
     if cfg is None:
         return 0

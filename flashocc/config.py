@@ -23,6 +23,7 @@ from flashocc.data.dataset import DataConfig
 from flashocc.errors import ConfigError, MissingFileError, UnknownConfigKeyError
 from flashocc.metrics.scorer import check_score_fields
 from flashocc.models.configs import upgrade_model_fields
+from flashocc.models.distill import DistillConfig
 from flashocc.models.presets import ModelConfig, get_config
 
 
@@ -133,6 +134,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)   # a frozen teacher (engine/distill.py)
     train_infos: str = "infos_train.pkl"   # relative to --data unless absolute
     val_infos: str = "infos_val.pkl"
 

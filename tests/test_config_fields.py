@@ -76,6 +76,20 @@ MODEL_ALTERNATIVES: dict[str, list[Any]] = {
     "grid": [SMALL_GRID, OCC3D_NUSCENES],
     "head_3d": [True, False],
     "aspp_channels": [16, 32],
+    # EFFOcc (models/effocc/config.py)
+    "camera": [False, True],
+    "lidar_depth_input": [False, True],
+    "lidar_encoder": ["height", "sparse"],
+    "voxel_size": [(0.05, 0.05, 0.2), (0.05, 0.05, 0.16)],
+    "max_points": [5, 10],
+    "max_voxels": [(1000, 2000), (90000, 120000)],
+    "sparse_backend": ["spconv", "torch"],
+    "lidar_channels": [16, 64],
+    "fuser_channels": [32, 128],
+    "second_channels": [(16, 32), (32, 64)],
+    "second_layers": [(1, 1), (2, 2)],
+    "second_strides": [(1, 1), (1, 2)],
+    "fpn_channels": [(16, 16), (32, 32)],
 }
 # These identify the config (the preset a saved run is rebuilt from, and what `flashocc models` prints)
 # instead of shaping a model; test_identity_fields_are_carried checks that they arrive.
@@ -134,6 +148,12 @@ def test_every_model_field_changes_the_model_or_is_refused(preset):
     honoured = {"backbone", "with_cp", "img_neck_channels", "input_size", "depth_bins", "sid", "bev_channels",
                 "encoder_channels", "encoder_layers", "bev_neck_channels", "head_channels", "use_mask",
                 "depth_loss_weight", "semantic_loss_weight", "affinity_loss_weight", "grid"}
+    if getattr(get_config(preset), "camera", True) is False:
+        from flashocc.models.effocc.config import CAMERA_FIELDS
+
+        honoured -= set(CAMERA_FIELDS)  # a LiDAR-only model refuses them (it has no camera branch)
+    if getattr(get_config(preset), "family", "") == "effocc":
+        honoured -= {"encoder_channels", "encoder_layers", "bev_neck_channels"}  # its trunk is SECOND + SECONDFPN
     assert {name for name, o in outcomes.items() if o.changed} >= honoured
 
 

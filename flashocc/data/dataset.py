@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from flashocc.batch import LIST_KEYS
 from flashocc.data import lidar as L
 from flashocc.data import transforms as T
 from flashocc.data.infos import SampleInfo, load_infos
+from flashocc.data.label_subsets import labeled_scenes
 from flashocc.data.occ3d import load_labels
 from flashocc.errors import ConfigError, DataError, MissingFileError
 from flashocc.geometry import NUSCENES_CAMERAS
@@ -72,6 +74,13 @@ class DataConfig:
     sweep_min_distance: float = 1.0               # metres: sweep points with |x|, |y| both below it are dropped
     pad_empty_sweeps: bool = True                 # no sweeps in the infos: repeat the keyframe (official quirk)
     load_lidar_depth: bool = False                # lidar_depth (N, H, W): keyframe + sweeps projected per camera
+    # Learning from a part of the labels (flashocc.data.label_subsets; docs/training.md#learning-from-few-labels):
+    # the training scenes that count as labelled, by fraction, or by a count or a file of scene names
+    # (labeled_scenes; "" = use labeled_fraction). A run without a teacher trains on those scenes only; a
+    # distillation student reads every scene and flags each sample (batch key ``labeled``). Training sets only.
+    labeled_fraction: float = 1.0
+    labeled_scenes: str = ""
+    label_subset: Literal["nested", "effocc"] = "nested"
 
     def __post_init__(self) -> None:
         # Each check is a callable so that a malformed value (None, a 3-tuple) fails its own check
@@ -121,6 +130,12 @@ class DataConfig:
              "a distance >= 0 in metres (0 keeps every point)"),
             ("pad_empty_sweeps", lambda: isinstance(self.pad_empty_sweeps, bool), "true or false"),
             ("load_lidar_depth", lambda: isinstance(self.load_lidar_depth, bool), "true or false"),
+            ("labeled_fraction", lambda: _numbers((self.labeled_fraction,), 1) and 0 <= self.labeled_fraction <= 1,
+             "a fraction of the training scenes in [0, 1]"),
+            ("labeled_scenes", lambda: isinstance(self.labeled_scenes, str), "a scene count or a file of scene names"),
+            ("labeled_scenes", lambda: not self.labeled_scenes or self.labeled_fraction == 1.0,
+             "'' when data.labeled_fraction is set (give one of the two)"),
+            ("label_subset", lambda: self.label_subset in ("nested", "effocc"), "one of nested, effocc"),
         ]
         for name, ok, expected in checks:
             if not ok():
@@ -179,11 +194,19 @@ class OccDataset(Dataset):
     """
 
     def __init__(self, root: str | os.PathLike, infos_file_or_list: str | os.PathLike | Sequence[SampleInfo],
-                 config: DataConfig = DataConfig(), train: bool = False, *, aug_seed: int | None = None) -> None:
+                 config: DataConfig = DataConfig(), train: bool = False, *, aug_seed: int | None = None,
+                 keep_unlabeled: bool = False) -> None:
         self.root = Path(root)
         if isinstance(infos_file_or_list, (str, os.PathLike)):
             infos_file_or_list = load_infos(infos_file_or_list)
         self.samples: list[SampleInfo] = sorted(infos_file_or_list, key=lambda s: s.timestamp)
+        # Labelled scenes (training only): None = every sample is labelled and no ``labeled`` key is added.
+        self.labeled_scene_names: list[str] | None = (
+            select_labeled_scenes(config, [s.scene_name for s in self.samples], self.root) if train else None)
+        if self.labeled_scene_names is not None and not keep_unlabeled:
+            chosen = set(self.labeled_scene_names)
+            self.samples = [s for s in self.samples if s.scene_name in chosen]
+        self._labeled = None if self.labeled_scene_names is None else frozenset(self.labeled_scene_names)
         for sample in self.samples:
             missing = [cam for cam in config.cameras if cam not in sample.cams]
             if missing:
@@ -270,6 +293,8 @@ class OccDataset(Dataset):
             "bda": torch.from_numpy(bda),
             "token": current.token, "scene_name": current.scene_name,
         }
+        if self._labeled is not None:
+            out["labeled"] = torch.tensor(current.scene_name in self._labeled)
         if cfg.load_occ:
             out.update(self._load_occ(current, flip_dx, flip_dy))
         cam_rots, cam_trans = post_rots[:len(cfg.cameras)], post_trans[:len(cfg.cameras)]
@@ -343,6 +368,34 @@ class OccDataset(Dataset):
             maps.append(T.lidar_depth_map(points, lidar2cam, cam.intrinsics, rot, tran, self.config.input_size,
                                           self.config.depth_range))
         return torch.from_numpy(np.stack(maps))
+
+
+def select_labeled_scenes(cfg: DataConfig, scene_names: Sequence[str], root: Path) -> list[str] | None:
+    """The labelled scenes of a training set (``data.labeled_fraction`` / ``data.labeled_scenes`` /
+    ``data.label_subset``), or None when every scene is labelled. A relative file is read from the working
+    directory, else from the data root."""
+    names = sorted(set(scene_names))
+    spec = cfg.labeled_scenes.strip()
+    if not spec and cfg.labeled_fraction == 1.0:
+        return None
+    if not spec:
+        return labeled_scenes(names, fraction=cfg.labeled_fraction, method=cfg.label_subset)
+    if spec.isdigit():
+        if int(spec) > len(names):
+            raise ConfigError(f"data.labeled_scenes: expected at most {len(names)} scenes (the training set's), "
+                              f"found {spec}")
+        return labeled_scenes(names, count=int(spec), method=cfg.label_subset)
+    path = Path(spec) if Path(spec).is_absolute() or Path(spec).exists() else root / spec
+    if not path.is_file():
+        raise MissingFileError(f"data.labeled_scenes: {spec} is neither a scene count nor a file of scene names "
+                               f"(looked for {Path(spec)} and {root / spec})")
+    listed = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
+              if line.strip() and not line.lstrip().startswith("#")]
+    unknown = sorted(set(listed) - set(names))
+    if unknown:
+        raise DataError(f"{path}: {len(unknown)} scene name(s) not in the training set, e.g. {unknown[:3]}; "
+                        f"expected names such as {names[:3]}")
+    return sorted(set(listed))
 
 
 def _f32(mats: list) -> torch.Tensor:

@@ -114,7 +114,8 @@ def load_labels(path: str | os.PathLike, token: str = "?", grid: OccGrid = OCC3D
     if instances and INSTANCES_KEY not in arrays:
         raise DataError(f"{where}: no '{INSTANCES_KEY}' array (found {present}); instance ids come from the "
                         f"Occ3D-panoptic labels, occ3d_panoptic/<scene>/<token>/labels.npz "
-                        f"(write them with 'flashocc data panoptic')")
+                        f"(write them with 'flashocc data panoptic'; a synthetic set older than its instance ids: "
+                        f"regenerate it with 'flashocc data synth')")
     labels = OccLabels(**arrays)
     validate_labels(labels, where, grid)
     return labels

@@ -32,7 +32,7 @@ from flashocc.device import autocast_available, device_name, resolve_device
 log = logging.getLogger(__name__)
 
 STAGES = ("image_encoder", "view_transform", "bev_encoder", "head")
-BACKENDS = ("torch", "torch-compile", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "torch-fused", "torch-compile", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -67,6 +67,8 @@ class BenchRow:
     fps: float | None = None
     peak_mem_mib: float | None = None
     agreement: float | None = None      # argmax agreement with torch fp32 on a held-out input
+    gflops_per_s: dict[str, float] = field(default_factory=dict)   # per stage and "total"
+    peak_fraction: dict[str, float] = field(default_factory=dict)  # gflops_per_s / the run's GEMM peak
 
 
 @dataclass
@@ -77,6 +79,8 @@ class BenchReport:
     rows: list[BenchRow]
     ablation: list[dict] = field(default_factory=list)
     config: dict = field(default_factory=dict)
+    stage_gflop: dict[str, float] = field(default_factory=dict)  # eager-model GFLOP per stage (whole batch)
+    peak_gflops_per_s: float | None = None                       # large fp32 GEMM timed in this run
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -134,6 +138,59 @@ def torch_stage_times(model: nn.Module, batch: dict, repeats: int, warmup: int, 
     return {s: statistics.median(v) for s, v in per_stage.items()}
 
 
+def stage_gflop(model_cfg, batch_size: int = 1) -> dict[str, float]:
+    """GFLOP of each stage of the eager model for a batch (a multiply-add counts 2), counted on the meta
+    device. The view transform is the model total (``flashocc.models.flops.count_gflops``, which adds
+    pooling and cost-volume matching analytically) minus the three counted stages."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from flashocc.models.builders import build_from_config
+    from flashocc.models.examples import example_model_batch
+    from flashocc.models.flops import count_gflops
+
+    with torch.device("meta"):
+        model = build_from_config(model_cfg).eval()
+    batch = {k: v.to("meta") for k, v in example_model_batch(model_cfg, 1).items() if isinstance(v, torch.Tensor)}
+    first = next(m for m in model.img_bev_encoder_backbone.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d)))
+    dx, dy, dz = model_cfg.grid.shape
+    shape = (1, first.in_channels, dz, dy, dx) if isinstance(first, nn.Conv3d) else (1, first.in_channels, dy, dx)
+    counted = {}
+    with torch.no_grad():
+        for stage, fn in (("image_encoder", lambda: model.encode_images(batch)),
+                          ("bev_encoder", lambda: model.bev_encoder(torch.zeros(shape, device="meta"))),
+                          ("head", lambda: model.occ_head(model.bev_encoder(torch.zeros(shape, device="meta"))))):
+            with FlopCounterMode(display=False) as counter:
+                fn()
+            counted[stage] = counter.get_total_flops() / 1e9
+    counted["head"] -= counted["bev_encoder"]
+    counted["view_transform"] = max(0.0, count_gflops(model_cfg) - sum(counted.values()))
+    return {s: batch_size * counted[s] for s in STAGES}
+
+
+def gemm_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """The machine's achievable fp32 rate: a large square GEMM (2·n³ FLOP), best of ``repeats`` (the
+    best, not the median: it is the ceiling the stages are compared with, on a machine others share)."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    times = time_call(lambda: a @ b, repeats, 1, device)
+    return 2 * n ** 3 / (min(times) / 1e3) / 1e9
+
+
+def add_throughput(row: BenchRow, gflop: dict[str, float], peak: float | None) -> BenchRow:
+    """Fill ``row``'s achieved GFLOP/s (the eager model's FLOPs over the measured time, so a fused row
+    that skips BatchNorm passes still divides the same work) and the fraction of ``peak``."""
+    if row.status != "ok" or not gflop:
+        return row
+    times = dict(row.stages_ms)
+    if row.total_ms:
+        times["total"] = row.total_ms
+    work = {**gflop, "total": sum(gflop.values())}
+    row.gflops_per_s = {k: work[k] / (t / 1e3) for k, t in times.items() if t and k in work}
+    if peak:
+        row.peak_fraction = {k: v / peak for k, v in row.gflops_per_s.items()}
+    return row
+
+
 def ort_stage_times(path: Path, feed: dict, threads: int | None, runs: int = 2) -> dict[str, float]:
     """Median per-stage kernel time (ms) from onnxruntime's profiler over ``runs`` runs."""
     from flashocc.deploy.runtime import OnnxOccModel
@@ -171,14 +228,18 @@ def _skip(backend: str, precision: str, reason: str) -> BenchRow:
 
 
 def _bench_torch(cfg: BenchConfig, model: nn.Module, batch: dict, held_out: dict, reference: np.ndarray,
-                 precision: str, device: torch.device, compiled: bool) -> BenchRow:
-    backend = "torch-compile" if compiled else "torch"
+                 precision: str, device: torch.device, compiled: bool, fused: bool = False) -> BenchRow:
+    backend = "torch-compile" if compiled else "torch-fused" if fused else "torch"
     if precision == "int8":
         return _skip(backend, precision, "PyTorch eager has no INT8 path here; use onnxruntime or tensorrt")
     if precision == "fp16" and (device.type == "cpu" or not autocast_available(device.type)):
         return _skip(backend, precision, f"fp16 autocast is an accelerator path; none on {device}")
     autocast = torch.autocast(device.type, dtype=torch.float16) if precision == "fp16" else nullcontext()
     runner = model
+    if fused:  # BatchNorm folded, channels-last, cached pooling indices (flashocc.models.fuse)
+        from flashocc.models.fuse import fuse_for_inference
+
+        model = runner = fuse_for_inference(model)
     if compiled:
         try:
             runner = torch.compile(model)
@@ -269,7 +330,7 @@ def head_ablation(batch_size: int = 1, repeats: int = 5, warmup: int = 1, device
 
 
 def _torch_row(cfg: BenchConfig, state_path: Path, batch: dict, held_out: dict, reference: np.ndarray,
-               precision: str, device: str, compiled: bool) -> BenchRow:
+               precision: str, device: str, compiled: bool, fused: bool = False) -> BenchRow:
     """A torch row from saved weights (the body of an isolated measurement)."""
     from flashocc.models.presets import build_model
 
@@ -280,7 +341,7 @@ def _torch_row(cfg: BenchConfig, state_path: Path, batch: dict, held_out: dict, 
     model.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
     model.eval().to(device)
     to = lambda b: {k: v.to(device) for k, v in b.items()}  # noqa: E731
-    return _bench_torch(cfg, model, to(batch), to(held_out), reference, precision, device, compiled)
+    return _bench_torch(cfg, model, to(batch), to(held_out), reference, precision, device, compiled, fused)
 
 
 def _ort_row(cfg: BenchConfig, graphs: dict[str, Path], batch: dict, held_out: dict, reference: np.ndarray,
@@ -332,9 +393,9 @@ def run_bench(cfg: BenchConfig) -> BenchReport:
             for precision in cfg.precisions:
                 log.info("bench %s %s", backend, precision)
                 try:
-                    if backend in ("torch", "torch-compile"):
+                    if backend in ("torch", "torch-compile", "torch-fused"):
                         rows.append(run(_torch_row, cfg, state_path, batch, held_out, reference, precision,
-                                        str(device), backend == "torch-compile"))
+                                        str(device), backend == "torch-compile", backend == "torch-fused"))
                     elif backend == "onnxruntime":
                         graphs = graphs or _onnx_graphs(cfg, model, workdir, calib)
                         rows.append(run(_ort_row, cfg, graphs, batch, held_out, reference, precision))
@@ -349,10 +410,15 @@ def run_bench(cfg: BenchConfig) -> BenchReport:
                     rows.append(_skip(backend, precision, str(exc)))
         ablation = head_ablation(cfg.batch_size, cfg.repeats, cfg.warmup, device, cfg.threads,
                                  cfg.isolate) if cfg.ablation else []
+        # Timed in this run, on the same threads, so the peak fractions compare like with like.
+        peak = gemm_peak_gflops(device)
+        gflop = stage_gflop(model.config, cfg.batch_size)
+        rows = [add_throughput(r, gflop, peak if r.precision == "fp32" else None) for r in rows]
     finally:
         if tmp is not None:
             tmp.cleanup()
-    return BenchReport(cfg.preset, cfg.batch_size, _device_name(device), rows, ablation, asdict(cfg))
+    return BenchReport(cfg.preset, cfg.batch_size, _device_name(device), rows, ablation, asdict(cfg),
+                       stage_gflop=gflop, peak_gflops_per_s=peak)
 
 
 def _inputs(cfg: BenchConfig, model_cfg) -> tuple[list[dict], dict]:
@@ -405,6 +471,25 @@ def _device_name(device: torch.device) -> str:
     return f"CPU ({os.cpu_count()} cores visible, torch threads {torch.get_num_threads()})"
 
 
+def throughput_lines(report: BenchReport) -> list[str]:
+    """Achieved GFLOP/s per stage and its share of the run's GEMM peak (fp32 rows)."""
+    rows = [r for r in report.rows if r.gflops_per_s]
+    if not rows:
+        return []
+    work = "".join(f"{report.stage_gflop.get(s, 0.0):>15.1f}" for s in STAGES)
+    peak = "-" if report.peak_gflops_per_s is None else f"{report.peak_gflops_per_s:.1f}"
+    lines = ["", f"achieved GFLOP/s (% of the fp32 GEMM peak, {peak} GFLOP/s in this run):",
+             f"{'GFLOP':<20}{work}{sum(report.stage_gflop.values()):>10.1f}"]
+    for r in rows:
+        cells = []
+        for s in (*STAGES, "total"):
+            rate, frac = r.gflops_per_s.get(s), r.peak_fraction.get(s)
+            cell = "-" if rate is None else f"{rate:.1f}" + ("" if frac is None else f" ({100 * frac:.0f}%)")
+            cells.append(f"{cell:>15}" if s != "total" else f"{cell:>10}")
+        lines.append(f"{r.backend:<14}{r.precision:<6}" + "".join(cells))
+    return lines
+
+
 def format_table(report: BenchReport) -> str:
     """The side-by-side text table of a report (what ``flashocc bench`` prints)."""
     def ms(v: float | None) -> str:
@@ -421,6 +506,7 @@ def format_table(report: BenchReport) -> str:
         agree = "-" if r.agreement is None else f"{100 * r.agreement:.3f}"
         lines.append(f"{r.backend:<14}{r.precision:<6}{stages}{ms(r.total_ms):>10}{r.fps:>8.2f}"
                      f"{ms(r.peak_mem_mib):>9}{agree:>9}")
+    lines += throughput_lines(report)
     if report.ablation:
         lines += ["", "occupancy part (BEV encoder + head), torch fp32:",
                   f"{'preset':<18}{'head':<20}{'latency ms':>11}{'mem MiB':>9}{'params':>12}"]

@@ -24,6 +24,9 @@ from flashocc.errors import CheckpointError, CheckpointMismatchError, MissingFil
 log = logging.getLogger(__name__)
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# Official distilled students (EFFOcc@9544ca0 mmdet3d/models/detectors/distill_occ2d.py, DistillFlashBEVDetOCC)
+# save their frozen teacher as teacher_model.*: not part of the student, so not loaded into it.
+TEACHER_PREFIX = "teacher_model."
 
 
 @dataclass
@@ -131,6 +134,8 @@ def extract_state_dict(obj: object, source: str = "checkpoint") -> dict[str, tor
                               f"'state_dict' / 'model'); found {found}")
     out = {}
     for key, value in obj.items():
+        if key.startswith(TEACHER_PREFIX):
+            continue
         for prefix in _WRAPPER_PREFIXES:
             while key.startswith(prefix):
                 key = key[len(prefix):]
@@ -147,6 +152,13 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             model = model._orig_mod
         else:
             return model
+
+
+def convert_official_layout(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """Compatibility shim: a model whose official checkpoints store some weights in another layout
+    (EFFOcc's spconv kernels) converts them with its ``convert_official_state_dict``; others unchanged."""
+    convert = getattr(unwrap_model(model), "convert_official_state_dict", None)
+    return convert(state) if callable(convert) else state
 
 
 def match_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> LoadReport:
@@ -172,7 +184,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
     a BEVDet detection pretrain: its ``pts_bbox_head.*`` is unexpected and its depth_net has another
     shape) and returns the report of what was skipped.
     """
-    state = read_state_dict(path, map_location, trusted)
+    state = convert_official_layout(model, read_state_dict(path, map_location, trusted))
     report = match_state_dict(model, state)
     if strict and not report.ok:
         raise CheckpointMismatchError(f"{path} does not match the model:\n{report.summary()}")

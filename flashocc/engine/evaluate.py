@@ -20,7 +20,8 @@ from flashocc.batch import to_device
 from flashocc.config import RunConfig
 from flashocc.data.dataset import OccDataset, collate_batch
 from flashocc.device import collective_device
-from flashocc.engine.checkpoint import extract_state_dict, match_state_dict, read_checkpoint
+from flashocc.engine.checkpoint import (convert_official_layout, extract_state_dict, match_state_dict,
+                                       read_checkpoint)
 from flashocc.engine.distributed import DistInfo, barrier
 from flashocc.errors import CheckpointMismatchError, ConfigError, RunFolderError
 from flashocc.grid import OCC3D_NUSCENES, OccGrid
@@ -45,6 +46,7 @@ def load_model_for_inference(cfg: RunConfig, checkpoint: str | os.PathLike | Non
             log.info("using the EMA weights (updates %s) of %s", ema.get("updates"), path)
         else:
             state = extract_state_dict(payload, source=str(path))
+        state = convert_official_layout(model, state)
         report = match_state_dict(model, state)
         if not report.ok:
             raise CheckpointMismatchError(f"{path} does not match {cfg.model.name}:\n{report.summary()}")

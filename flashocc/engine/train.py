@@ -31,6 +31,7 @@ from flashocc.device import accelerator_rng_state, amp_plan, collective_device, 
 from flashocc.atomic import atomic_write, clean_orphan_temps
 from flashocc.engine.checkpoint import atomic_torch_save, load_checkpoint, read_checkpoint, unwrap_model
 from flashocc.errors import CheckpointError, RunFolderError, TrainingDivergedError
+from flashocc.engine.distill import setup_distillation, teacher_targets, with_teacher_data
 from flashocc.engine.distributed import DistInfo, setup_distributed
 from flashocc.engine.ema import ModelEMA
 from flashocc.engine.sampler import GlobalBatchSampler
@@ -39,7 +40,7 @@ from flashocc.models.presets import build_model
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "last.pt"
 # What a run folder holds; an existing one is never replaced without --overwrite.
-RUN_FILES = (CHECKPOINT_NAME, "config.yaml", "metrics.jsonl", "train.log", "tensorboard")
+RUN_FILES = (CHECKPOINT_NAME, "config.yaml", "metrics.jsonl", "train.log", "tensorboard", "labeled_scenes.txt")
 # With a time budget and the cosine schedule, the measured speed sizes the schedule: first over the 20
 # steps from step 10 (past the start-up), then again every 20 steps over the last BUDGET_WINDOW steps.
 # Re-measuring matters: one slow start (a cold disk cache, another job) once planned 699 steps for a
@@ -202,6 +203,9 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
     been read and checked, so a failed ``--resume`` leaves the run as it was.
     """
     info = setup_distributed(device)
+    # A student reads what its teacher reads too (LiDAR): one batch feeds both.
+    cfg.distill.check()
+    cfg = with_teacher_data(cfg)
     tc = cfg.train
     out_dir, data_root = Path(out_dir), Path(data_root)
     ckpt_path = out_dir / CHECKPOINT_NAME
@@ -213,10 +217,13 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
     random.seed(tc.seed)
 
     model = build_train_model(cfg, info)
+    teacher = setup_distillation(cfg, model, info.device) if cfg.distill.enabled else None
     ema = ModelEMA(model, tc.ema_decay, tc.ema_ramp, tc.ema_init_updates) if tc.ema else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
     infos = Path(cfg.train_infos) if Path(cfg.train_infos).is_absolute() else data_root / cfg.train_infos
-    dataset = OccDataset(data_root, infos, cfg.data, train=True, aug_seed=tc.seed)
+    # Part of the labels (data.labeled_fraction / labeled_scenes): a student with a teacher reads every scene,
+    # flagged; any other run trains on the labelled scenes only.
+    dataset = OccDataset(data_root, infos, cfg.data, train=True, aug_seed=tc.seed, keep_unlabeled=teacher is not None)
     sampler = GlobalBatchSampler(len(dataset), tc.batch_size, info.world_size, info.rank, tc.grad_accum_steps, tc.seed)
     total_steps = tc.max_iters if tc.max_iters > 0 else tc.epochs * sampler.steps_per_epoch
 
@@ -237,6 +244,11 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
         if overwrite:
             _clear_run(out_dir)
         save_run_config(cfg, out_dir / "config.yaml")
+        if dataset.labeled_scene_names is not None:
+            with atomic_write(out_dir / "labeled_scenes.txt", "w") as f:
+                f.write("".join(f"{name}\n" for name in dataset.labeled_scene_names))
+            log.info("labelled scenes: %d (written to %s)%s", len(dataset.labeled_scene_names),
+                     out_dir / "labeled_scenes.txt", "; the others are read unlabelled" if teacher is not None else "")
         _truncate_metrics(out_dir / "metrics.jsonl", state.step)
     _setup_logging(out_dir, info)
     if saved is not None:
@@ -293,6 +305,8 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
             totals: dict[str, float] = {}
             for micro in range(tc.grad_accum_steps):
                 batch = to_device(next(batches), info.device)
+                if teacher is not None:  # frozen, no_grad: its BEV feature and logits join the batch
+                    batch.update(teacher_targets(teacher, batch))
                 sync = nullcontext() if not info.enabled or micro == tc.grad_accum_steps - 1 else ddp.no_sync()
                 with sync, amp.autocast():
                     losses = ddp(batch)

@@ -170,3 +170,57 @@ def cast_metric_kernel(codes, sx, sy, sz, nvol, origins, directions, lower, size
         ye = np.float64(np.float32((np.float64(directions[r, 1]) + oy - lower[1]) / size[1]))
         ze = np.float64(np.float32((np.float64(directions[r, 2]) + oz - lower[2]) / size[2]))
         _walk(codes, sx, sy, sz, full, xo, yo, zo, xe, ye, ze, out_index, out_dist, j)
+
+
+# ---- RayIoU's per-sample bookkeeping around the cast (the numpy code in rayiou.py does the same) ----
+@numba.njit(nogil=True, cache=True)
+def pack_kernel(first, second, free, out):
+    """Occupancy bitmask of one or two flat label volumes (``second`` empty for one)."""
+    if second.size == 0:
+        for i in range(first.size):
+            out[i] = first[i] != free
+    else:
+        for i in range(first.size):
+            out[i] = (first[i] != free) | ((second[i] != free) << 1)
+
+
+@numba.njit(nogil=True, cache=True)
+def scored_rays(gt, index, dist, voxel, free):
+    """GT side of a cast: which rays hit an occupied voxel, their class and float32 distance in metres
+    (the float64 voxel distance rounded to float32, then scaled in float32, as the official code)."""
+    n = index.size
+    hit = np.empty(n, dtype=np.bool_)
+    m = 0
+    for j in range(n):
+        h = gt[index[j]] != free
+        hit[j] = h
+        m += h
+    label = np.empty(m, dtype=np.uint8)
+    metres = np.empty(m, dtype=np.float32)
+    i = 0
+    for j in range(n):
+        if hit[j]:
+            label[i] = gt[index[j]]
+            metres[i] = np.float32(dist[j]) * voxel
+            i += 1
+    return hit, label, metres
+
+
+@numba.njit(nogil=True, cache=True)
+def add_counts(gt_label, gt_metres, pred, pred_index, pred_dist, hit, voxel, thresholds, gt_count, pred_count, tp):
+    """Add one sample's rays to RayIoU's totals. ``pred_index`` / ``pred_dist`` (float64 voxel units)
+    cover every ray when ``hit`` (N,) is given, else only the scored rays (``hit`` empty)."""
+    i = 0
+    for j in range(pred_index.size):
+        if hit.size and not hit[j]:
+            continue
+        g = gt_label[i]
+        p = pred[pred_index[j]]
+        gt_count[g] += 1
+        pred_count[p] += 1
+        if g == p:
+            l1 = abs(np.float32(pred_dist[j]) * voxel - gt_metres[i])
+            for k in range(thresholds.size):
+                if l1 < thresholds[k]:       # float32 < float32, as numpy compares float32 with a float
+                    tp[k, g] += 1
+        i += 1

@@ -17,7 +17,8 @@ from flashocc.grid import OCC3D_NUSCENES, OccGrid
 from flashocc.metrics.common import MergeableState, as_label_volume, as_origins, nanmean, safe_divide
 from flashocc.metrics._raycast_limits import MAX_STEP
 from flashocc.metrics.ray_cache import GroundTruthRays, GTRayCache, ray_set_fingerprint
-from flashocc.metrics.raycast import cast_metric_rays, lidar_ray_directions, pack_occupancy, resolve_backend
+from flashocc.metrics.raycast import (_numba_kernels, cast_metric_rays, lidar_ray_directions, pack_occupancy,
+                                      resolve_backend)
 
 THRESHOLDS: tuple[float, ...] = (1.0, 2.0, 4.0)   # metres
 
@@ -67,14 +68,25 @@ class RayCaster:
         """First hits of validated (X, Y, Z) ``volumes`` along the rays of (K, 3) ``origins`` (metres, ego
         frame): flat voxel index (V, M) int64 and distance in metres (V, M) float32, for the flat ray ids
         ``rays`` (k * 14040 + r; default all K * 14040)."""
-        codes = pack_occupancy(volumes, self.grid.free_label)
-        if self.device is not None and self.device.type != "cpu":
-            codes = torch.as_tensor(codes, device=self.device)
-        index, dist = cast_metric_rays(codes, len(volumes), origins, self.directions, self.grid, rays, self.backend)
+        index, dist = self.cast_voxels(volumes, origins, rays)
         # Official quirk (FlashOCC@4084861 lib/dvr/dvr.cu, render_forward, and ray_metrics.py,
         # process_one_sample): the float64 distance is stored as float32 and then scaled by the voxel size in
         # float32; TP tests compare these float32 values.
         return index, dist.astype(np.float32) * np.float32(self.grid.voxel_size[0])
+
+    def cast_voxels(self, volumes: list[np.ndarray], origins: np.ndarray,
+                    rays: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """As ``cast``, with the raw float64 distances in voxel units."""
+        if self.backend == "numba" and len(volumes) <= 2:
+            kernels = _numba_kernels()
+            codes = np.empty(volumes[0].shape, dtype=np.uint8)
+            second = volumes[1].reshape(-1) if len(volumes) == 2 else np.empty(0, dtype=volumes[0].dtype)
+            kernels.pack_kernel(volumes[0].reshape(-1), second, self.grid.free_label, codes.reshape(-1))
+        else:
+            codes = pack_occupancy(volumes, self.grid.free_label)
+        if self.device is not None and self.device.type != "cpu":
+            codes = torch.as_tensor(codes, device=self.device)
+        return cast_metric_rays(codes, len(volumes), origins, self.directions, self.grid, rays, self.backend)
 
     def hits(self, pred: np.ndarray, gt: np.ndarray, origins: np.ndarray) -> RayHits:
         """Validated (X, Y, Z) volumes and (K, 3) origins (metres, ego frame) -> hits of non-free GT rays."""
@@ -127,6 +139,9 @@ class RayIoU(MergeableState):
         rays = len(origins) * len(self.caster.directions)
         key = self.cache.key(gt, origins, self._ray_set) if self.cache is not None else None
         known = self.cache.get(key, rays, self.grid.free_label) if key is not None else None
+        if self.caster.backend == "numba":
+            self._update_numba(pred, gt, origins, key, known)
+            return
         if known is None:
             index, dist = self.caster.cast([gt, pred], origins)
             gt_label = gt.reshape(-1)[index[0]]
@@ -141,6 +156,27 @@ class RayIoU(MergeableState):
             index, dist = self.caster.cast([pred], origins, np.flatnonzero(known.hit))
             pred_label, pred_dist = pred.reshape(-1)[index[0]], dist[0]
         self._add(known.label, pred_label, known.dist, pred_dist)
+
+    def _update_numba(self, pred: np.ndarray, gt: np.ndarray, origins: np.ndarray, key: str | None,
+                      known: GroundTruthRays | None) -> None:
+        """``update`` with the bookkeeping compiled too: the same counts as ``_add`` (tests compare them)."""
+        kernels = _numba_kernels()
+        voxel = np.float32(self.grid.voxel_size[0])
+        pred_flat = pred.reshape(-1)
+        if known is None:
+            index, dist = self.caster.cast_voxels([gt, pred], origins)
+            known = GroundTruthRays(*kernels.scored_rays(gt.reshape(-1), index[0], dist[0], voxel,
+                                                         self.grid.free_label))
+            if key is not None:
+                self.cache.put(key, known)
+            pred_index, pred_dist, hit = index[1], dist[1], known.hit
+        else:
+            index, dist = self.caster.cast_voxels([pred], origins, np.flatnonzero(known.hit))
+            pred_index, pred_dist, hit = index[0], dist[0], np.empty(0, dtype=np.bool_)
+        t = self._totals
+        kernels.add_counts(known.label, known.dist, pred_flat, pred_index, pred_dist, hit, voxel,
+                           np.asarray(self.thresholds, dtype=np.float32), t["gt_count"], t["pred_count"], t["tp"])
+        t["num_samples"] += 1
 
     def update_hits(self, hits: RayHits) -> None:
         """Add already-cast rays (lets RayIoU and RayPQ share one cast)."""

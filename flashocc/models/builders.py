@@ -13,7 +13,8 @@ there is no class for them, so nothing pretends to build them:
   * Distilled students: a camera-LSS student whose criterion adds a feature/logit term against a
     frozen teacher.
   * Panoptic-FlashOcc: the camera-LSS parts plus an instance-centre head beside ``occ_head``.
-  * SparseOcc: a sparse voxel decoder with mask queries instead of the BEV encoder and head.
+  * SparseOcc is in models/sparseocc/ (``SparseOccConfig`` -> ``build_sparseocc``; its presets are not in
+    presets.PRESETS yet, their tools assume the lift-splat fields).
 """
 from __future__ import annotations
 
@@ -28,11 +29,13 @@ from flashocc.models.bev_encoder import CustomResNet, CustomResNet3D
 from flashocc.models.configs import CameraLSSConfig, ModelConfig, Stereo4DConfig
 from flashocc.models.criterion import OccupancyCriterion
 from flashocc.models.depthnet import StereoViewTransformer
+from flashocc.models.effocc import EFFOccConfig, build_effocc
 from flashocc.models.flashocc import FlashOcc
 from flashocc.models.heads import BEVOCCHead2D, BEVOCCHead3D
 from flashocc.models.losses import class_balance_weights
 from flashocc.models.necks import FPN_LSS, LSSFPN3D, CustomFPN
 from flashocc.models.resnet import ResNet
+from flashocc.models.sparseocc import SparseOccConfig, build_sparseocc
 from flashocc.models.swin import ImageFPN_LSS, SwinTransformer
 from flashocc.models.temporal import FlashOccStereo4D
 from flashocc.models.view_transformer import LSSViewTransformer
@@ -126,6 +129,8 @@ def build_stereo4d(cfg: Stereo4DConfig) -> FlashOccStereo4D:
 BUILDERS: dict[type[ModelConfig], Callable[..., nn.Module]] = {
     CameraLSSConfig: build_camera_lss,
     Stereo4DConfig: build_stereo4d,
+    EFFOccConfig: build_effocc,  # models/effocc/ (LiDAR-camera fusion and LiDAR-only)
+    SparseOccConfig: build_sparseocc,  # models/sparseocc/ (not a ModelConfig: no lift-splat fields)
 }
 
 

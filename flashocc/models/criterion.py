@@ -38,6 +38,7 @@ class OccOutputs:
     context: torch.Tensor                # (B·N, C, fH, fW) context features lifted into BEV
     semantic: torch.Tensor | None        # (B·N, K, fH, fW) logits of the semantic_head, or None
     geometry: Mapping[str, torch.Tensor]  # the current frame's camera inputs (flashocc.batch.INPUT_KEYS)
+    bev: torch.Tensor | None = None      # BEV feature the head reads (B, C, Dy, Dx): what distillation compares
 
 
 class OccupancyCriterion(nn.Module):
@@ -65,6 +66,9 @@ class OccupancyCriterion(nn.Module):
         self.affinity_loss_weight = affinity_loss_weight
         # Not a checkpoint entry in the official code, so not in our state dict either.
         self.register_buffer("class_weights", class_weights, persistent=False)
+        # Distillation terms (models/distill.py DistillLoss), set by flashocc.engine.distill for a run with
+        # a teacher; they are added when the batch carries the teacher's outputs.
+        self.distill: nn.Module | None = None
 
     @property
     def uses_ray_targets(self) -> bool:
@@ -82,6 +86,19 @@ class OccupancyCriterion(nn.Module):
 
     def forward(self, outputs: OccOutputs, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         self.check_targets(batch)
+        out = self._supervised(*_labeled_only(outputs, batch)) if "labeled" in batch else self._supervised(outputs, batch)
+        if self.distill is not None and "teacher_logits" in batch:
+            if outputs.bev is None:
+                raise ValueError("distillation needs the student's BEV feature (OccOutputs.bev)")
+            out.update(self.distill(outputs.bev, outputs.logits, batch))
+        return out
+
+    def _supervised(self, outputs: OccOutputs | None, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if outputs is None:  # no labelled sample in the batch: every term is 0 (batch["zero"] keeps the graph)
+            names = ["loss_occ"] + (["loss_affinity"] if self.affinity_loss_weight > 0 else [])
+            names += (["loss_depth"] if self.depth_loss_weight > 0 else []) + (
+                ["loss_semantic"] if self.semantic_loss_weight > 0 else [])
+            return {name: batch["zero"] for name in names}
         labels = batch["voxel_semantics"]
         mask = batch["mask_camera"] if self.use_mask else None
         ignore = self.grid.ignore_label
@@ -118,3 +135,39 @@ class OccupancyCriterion(nn.Module):
         if self.semantic_loss_weight > 0:
             terms.append(f"{self.semantic_loss_weight}·semantic")
         return " + ".join(terms)
+
+
+def _labeled_only(outputs: OccOutputs, batch: Mapping[str, torch.Tensor]
+                  ) -> tuple[OccOutputs | None, Mapping[str, torch.Tensor]]:
+    """The outputs and batch of the samples whose scene is labelled (``labeled`` (B,) bool, set by the
+    data pipeline for a run on a fraction of the labels). The supervised terms are computed on these
+    alone, so nothing of an unlabelled sample (its label file may hold anything) reaches them; the
+    normalisers are those of the labelled samples, as if the others were not in the batch (EFFOcc@9544ca0
+    mmdet3d/models/detectors/distill_occ2d.py, DistillFlashBEVDetOCC: ``use_with_label``). No labelled
+    sample: (None, {"zero": 0 with the graph}).
+    """
+    labeled = batch["labeled"].reshape(-1).bool()
+    b = labeled.shape[0]
+    if bool(labeled.all()):
+        return outputs, {k: v for k, v in batch.items() if k != "labeled"}
+    if not bool(labeled.any()):
+        return None, {"zero": outputs.logits.sum() * 0.0}
+    idx = labeled.nonzero().squeeze(1)
+
+    def take(value):
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == b:
+            return value.index_select(0, idx.to(value.device))
+        if isinstance(value, list) and len(value) == b:
+            return [value[i] for i in idx.tolist()]
+        return value
+
+    def take_views(value):  # (B·N, ...) per-camera tensors
+        if value is None:
+            return None
+        views = value.reshape(b, -1, *value.shape[1:]).index_select(0, idx.to(value.device))
+        return views.reshape(-1, *value.shape[1:])
+
+    sub = OccOutputs(take(outputs.logits), take_views(outputs.depth), take_views(outputs.context),
+                     take_views(outputs.semantic), {k: take(v) for k, v in outputs.geometry.items()},
+                     None if outputs.bev is None else take(outputs.bev))
+    return sub, {k: take(v) for k, v in batch.items() if k != "labeled"}

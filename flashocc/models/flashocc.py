@@ -103,12 +103,13 @@ class FlashOcc(nn.Module):
         """The pipeline: images -> BEV -> BEV encoder -> head, with what the criterion needs."""
         check_inputs(batch)
         lifted = self.lift_to_bev(self.encode_images(batch), batch, indices)
-        logits = self.occ_head(self.bev_encoder(lifted.bev))
+        bev = self.bev_encoder(lifted.bev)
+        logits = self.occ_head(bev)
         semantic = None
         if self.semantic_head is not None and self.training:
             # On the lifted context features: what is splatted into BEV is taught what each pixel sees.
             semantic = self.semantic_head(lifted.context)
-        return OccOutputs(logits, lifted.depth, lifted.context, semantic, self.current_geometry(batch))
+        return OccOutputs(logits, lifted.depth, lifted.context, semantic, self.current_geometry(batch), bev)
 
     def forward_logits(self, batch: Mapping[str, torch.Tensor],
                        indices: BevPoolIndices | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from flashocc.errors import ConfigError
-from flashocc.models.builders import build_from_config
+from flashocc.models.builders import BUILDERS, build_from_config
 from flashocc.models.configs import CameraLSSConfig, ModelConfig, Stereo4DConfig
+from flashocc.models.effocc import builder as effocc
 from flashocc.models.examples import example_batch  # noqa: F401  (its former home; kept for callers)
 from flashocc.models.flashocc import FlashOcc
 from flashocc.models.flops import count_gflops
@@ -66,6 +67,15 @@ def flashocc_tiny_demo() -> CameraLSSConfig:
     return replace(flashocc_tiny(), name="flashocc-tiny-demo",
                    description="ours: flashocc-tiny + the demo's training aids (ray depth targets, pixel classes)",
                    depth_loss_weight=1.0, depth_target="occupancy", semantic_loss_weight=1.0)
+
+
+def flashocc_r50_distill() -> CameraLSSConfig:
+    # EFFOcc's camera student (EFFOcc@9544ca0 mmdet3d/models/detectors/distill_occ2d.py, DistillFlashBEVDetOCC):
+    # FlashOcc-R50 (M1) whose FPN_LSS BEV neck gives 512 channels, the fusion teacher's, so that the
+    # teacher's BEV feature is compared without an adapter and its head (512 -> 256 -> 16 x 18) can be
+    # inherited. Train it with a teacher: flashocc train flashocc-r50-distill --teacher ... (docs/training.md).
+    return replace(flashocc_r50_m1(), name="flashocc-r50-distill",
+                   description="EFFOcc distillation student: FlashOcc-R50 with a 512-ch BEV neck", bev_neck_channels=512)
 
 
 def flashocc_r50_m2() -> Stereo4DConfig:
@@ -113,9 +123,19 @@ PRESETS: dict[str, tuple] = {
     "flashocc-tiny-demo": (flashocc_tiny_demo, None),
     "bevdetocc-tiny": (bevdetocc_tiny, None),
     "flashocc-r50-m2": (flashocc_r50_m2, 58_668_414),
+    # No published count: M1's official 44_744_312 plus the wider neck and head of the official student
+    # layout (FPN_LSS 640 -> 1024 -> 512, head conv 512 -> 256), counted layer by layer.
+    "flashocc-r50-distill": (flashocc_r50_distill, 59_099_512),
     # The README gives 144.99 M only (no exact count); tests/models/test_swin.py checks the rounding.
     "flashocc-swinb-m3": (flashocc_swinb_m3, None),
     "flashocc-tiny-m2": (flashocc_tiny_m2, None),
+    # EFFOcc (models/effocc/builder.py); r50 / swinb: no published count, ours counted from the official configs.
+    "effocc-fusion-r18": (effocc.effocc_fusion_r18, 21_354_248),
+    "effocc-lidar": (effocc.effocc_lidar, 8_730_352),
+    "effocc-fusion-r50": (effocc.effocc_fusion_r50, None),
+    "effocc-fusion-swinb": (effocc.effocc_fusion_swinb, None),
+    "effocc-fusion-tiny": (effocc.effocc_fusion_tiny, None),
+    "effocc-lidar-tiny": (effocc.effocc_lidar_tiny, None),
 }
 
 
@@ -135,7 +155,7 @@ def build_model(preset: str | ModelConfig) -> FlashOcc:
     """Build a model from a preset name or a config (weights randomly initialised). The config is
     checked first (``ModelConfig.check``): a field its family cannot honour is a ``ConfigError``."""
     cfg = get_config(preset) if isinstance(preset, str) else preset
-    if not isinstance(cfg, ModelConfig):
+    if not any(k in BUILDERS for k in type(cfg).__mro__):  # a ModelConfig or another family's config
         raise ConfigError(f"build_model takes a preset name or a model config, got {type(cfg).__name__}")
     return build_from_config(cfg)
 

@@ -4,7 +4,7 @@ A rulebook is spconv's "native" indice-pair list (spconv 2.x ``spconv/pytorch/op
 mmcv ``mmcv/ops/sparse_ops.py, get_indice_pairs``): for every kernel offset ``k`` the pairs (input row,
 output row) it connects, here concatenated and grouped by offset (``bounds[k]:bounds[k + 1]``). Inside one
 offset both the input rows and the output rows are distinct, which is what makes the scatter of each
-offset free of collisions (deterministic, see ``sparse_conv``).
+offset free of collisions (deterministic, see ``sparse_ops``).
 
 Geometry follows spconv (dilation 1): kernel dims in (z, y, x) order, offset ``k = (kz * kH + ky) * kW + kx``,
 a cross-correlation like ``torch.nn.Conv3d``:
@@ -77,19 +77,8 @@ class Rulebook:
         return indices.shape == self.in_indices.shape and bool(torch.equal(indices, self.in_indices))
 
 
-def _kernel_offsets(kernel_size: Triple, device: torch.device) -> torch.Tensor:
-    """(K, 3) offsets (kz, ky, kx) in the order of the flattened kernel."""
-    grid = itertools.product(*(range(k) for k in kernel_size))
-    return torch.tensor(list(grid), dtype=torch.int64, device=device).view(-1, 3)
-
-
-def _linear(b: torch.Tensor, zyx: torch.Tensor, shape: Triple) -> torch.Tensor:
-    d, h, w = shape
-    return ((b * d + zyx[..., 0]) * h + zyx[..., 1]) * w + zyx[..., 2]
-
-
 def _check_sites(indices: torch.Tensor, spatial_shape: Triple, batch_size: int) -> torch.Tensor:
-    """int64 copy of the sites after checking bounds and uniqueness."""
+    """int64 copy of the sites after checking that they lie inside (batch_size, D, H, W)."""
     coords = indices.long()
     if coords.numel():
         upper = torch.tensor([batch_size, *spatial_shape], device=coords.device)
@@ -105,51 +94,81 @@ def _no_duplicates(sorted_key: torch.Tensor) -> None:
         raise DataError("sparse indices hold a (b, z, y, x) site twice; voxelize so that each site is one row")
 
 
-def _group_by_offset(i: torch.Tensor, o: torch.Tensor, k: torch.Tensor, volume: int):
-    order = torch.argsort(k, stable=True)
-    counts = torch.bincount(k, minlength=volume).tolist()
+def _bounds(k: torch.Tensor, volume: int) -> list[int]:
     bounds = [0]
-    for c in counts:
+    for c in torch.bincount(k, minlength=volume).tolist():
         bounds.append(bounds[-1] + c)
-    return i[order], o[order], bounds
+    return bounds
+
+
+def _subm_rulebook(coords: torch.Tensor, spatial_shape: Triple, geometry: ConvGeometry,
+                   indices: torch.Tensor) -> Rulebook:
+    # Keys on a grid padded by the kernel's half width, so that ``key + offset`` never wraps into another
+    # row or batch: an off-grid neighbour lands on a padding cell, where no site is. Sites are visited in
+    # key order, so each offset's queries are sorted too (cache-friendly binary search).
+    half = [k // 2 for k in geometry.kernel_size]
+    dp, hp, wp = (n + 2 * c for n, c in zip(spatial_shape, half))
+    zyx = coords[:, 1:] + torch.tensor(half, device=coords.device)
+    key = ((coords[:, 0] * dp + zyx[:, 0]) * hp + zyx[:, 1]) * wp + zyx[:, 2]
+    sorted_key, perm = torch.sort(key)
+    _no_duplicates(sorted_key)
+    n, volume = coords.shape[0], geometry.volume
+    centre = (volume - 1) // 2  # odd kernels: the flattened centre
+    # Offsets before the centre only: the pairs of offset K-1-k are those of k with input and output
+    # swapped (the symmetry spconv's generate_subm_conv_inds relies on as well).
+    steps = []
+    for kz, ky, kx in itertools.product(*(range(k) for k in geometry.kernel_size)):
+        steps.append(((kz - half[0]) * hp + (ky - half[1])) * wp + (kx - half[2]))
+    step = torch.tensor(steps[:centre], dtype=torch.int64, device=coords.device)
+    query = sorted_key[None, :] + step[:, None]  # (centre, M), each row sorted
+    pos = torch.searchsorted(sorted_key, query).clamp_(max=max(n - 1, 0))
+    found = sorted_key[pos] == query
+    k, j = torch.nonzero(found, as_tuple=True)  # grouped by offset
+    looker, seen = perm[j], perm[pos[k, j]]  # output site j reads input site pos through offset k
+    bounds_low = _bounds(k, centre)
+    counts = [hi - lo for lo, hi in zip(bounds_low[:-1], bounds_low[1:])]
+    # Offsets centre+1 .. K-1 mirror centre-1 .. 0: reverse the block order, swap the roles.
+    mirror = torch.cat([torch.arange(lo, hi, device=coords.device) for lo, hi in
+                        reversed(list(zip(bounds_low[:-1], bounds_low[1:])))]) if k.numel() else k
+    in_rows = torch.cat([seen, looker[mirror]])
+    out_rows = torch.cat([looker, seen[mirror]])
+    bounds = bounds_low + [bounds_low[-1]]  # the centre offset holds no listed pairs
+    for c in reversed(counts):
+        bounds.append(bounds[-1] + c)
+    return Rulebook(geometry, indices, indices, spatial_shape, in_rows, out_rows, bounds, centre)
+
+
+def _strided_rulebook(coords: torch.Tensor, spatial_shape: Triple, geometry: ConvGeometry,
+                      indices: torch.Tensor) -> Rulebook:
+    # Input i reaches output t / stride through offset k when t = i + padding - k is a non-negative
+    # multiple of the stride inside the output grid; the test splits per axis, so it runs on (M, k_axis)
+    # tables and only the final combination is (M, K).
+    out_shape = geometry.out_shape(spatial_shape)
+    device, n = coords.device, coords.shape[0]
+    scale = [out_shape[1] * out_shape[2], out_shape[2], 1]
+    valid_axes, key_axes = [], []
+    for axis in range(3):
+        t = coords[:, 1 + axis, None] + geometry.padding[axis] - torch.arange(geometry.kernel_size[axis], device=device)
+        o = torch.div(t, geometry.stride[axis], rounding_mode="floor")
+        valid_axes.append((t >= 0) & (t % geometry.stride[axis] == 0) & (o < out_shape[axis]))  # (M, k_axis)
+        key_axes.append(o * scale[axis])
+    kd, kh, kw = geometry.kernel_size
+    valid = (valid_axes[0].t()[:, None, None, :] & valid_axes[1].t()[None, :, None, :]
+             & valid_axes[2].t()[None, None, :, :]).reshape(kd * kh * kw, n)  # (K, M), offset-major
+    okey = (key_axes[0].t()[:, None, None, :] + key_axes[1].t()[None, :, None, :]
+            + key_axes[2].t()[None, None, :, :]).reshape(kd * kh * kw, n) + coords[:, 0] * (out_shape[0] * scale[0])
+    k, i = torch.nonzero(valid, as_tuple=True)  # grouped by offset
+    out_key, o = torch.unique(okey[k, i], sorted=True, return_inverse=True)
+    d, h, w = out_shape
+    out_indices = torch.stack([out_key // (d * h * w), (out_key // (h * w)) % d, (out_key // w) % h, out_key % w], 1)
+    return Rulebook(geometry, indices, out_indices.int(), out_shape, i, o, _bounds(k, kd * kh * kw), None)
 
 
 def build_rulebook(indices: torch.Tensor, spatial_shape: Triple, batch_size: int, geometry: ConvGeometry) -> Rulebook:
-    """Neighbour maps for ``geometry`` on the active sites ``indices`` (M, 4) (b, z, y, x)."""
+    """Indice pairs for ``geometry`` on the active sites ``indices`` (M, 4) (b, z, y, x)."""
     coords = _check_sites(indices, spatial_shape, batch_size)
-    device, n_in = coords.device, coords.shape[0]
-    offsets = _kernel_offsets(geometry.kernel_size, device)  # (K, 3)
-    volume = offsets.shape[0]
-    key = _linear(coords[:, 0], coords[:, 1:], spatial_shape)
-    sorted_key, perm = torch.sort(key)
-    _no_duplicates(sorted_key)
-    shape_t = torch.tensor(spatial_shape, device=device)
-
     if geometry.subm:
-        # Output o looks at input o + k - centre: query every (site, offset) in the sorted keys.
-        centre = torch.tensor([k // 2 for k in geometry.kernel_size], device=device)
-        query = coords[:, None, 1:] + (offsets - centre)[None]  # (M, K, 3)
-        inside = ((query >= 0) & (query < shape_t)).all(-1)
-        qkey = _linear(coords[:, 0:1], query, spatial_shape).contiguous()  # (M, K)
-        pos = torch.searchsorted(sorted_key, qkey).clamp_(max=max(n_in - 1, 0))
-        found = inside & (sorted_key[pos] == qkey)
-        centre_k = (volume - 1) // 2  # odd kernels: the flattened centre
-        found[:, centre_k] = False
-        o, k = torch.nonzero(found, as_tuple=True)
-        i_rows, o_rows, bounds = _group_by_offset(perm[pos[o, k]], o, k, volume)
-        return Rulebook(geometry, indices, indices, spatial_shape, i_rows, o_rows, bounds, centre_k)
-
-    # Strided: input i reaches output t / stride through offset k when t = i + padding - k is a
-    # non-negative multiple of the stride inside the output grid.
-    out_shape = geometry.out_shape(spatial_shape)
-    stride = torch.tensor(geometry.stride, device=device)
-    t = coords[:, None, 1:] + torch.tensor(geometry.padding, device=device) - offsets[None]  # (M, K, 3)
-    out_zyx = torch.div(t, stride, rounding_mode="floor")
-    valid = ((t >= 0) & (t % stride == 0) & (out_zyx < torch.tensor(out_shape, device=device))).all(-1)
-    i, k = torch.nonzero(valid, as_tuple=True)
-    okey = _linear(coords[i, 0], out_zyx[i, k], out_shape)
-    out_key, o = torch.unique(okey, sorted=True, return_inverse=True)
-    d, h, w = out_shape
-    out_indices = torch.stack([out_key // (d * h * w), (out_key // (h * w)) % d, (out_key // w) % h, out_key % w], 1)
-    i_rows, o_rows, bounds = _group_by_offset(i, o, k, volume)
-    return Rulebook(geometry, indices, out_indices.int(), out_shape, i_rows, o_rows, bounds, None)
+        return _subm_rulebook(coords, spatial_shape, geometry, indices)
+    d, h, w = spatial_shape
+    _no_duplicates(torch.sort(((coords[:, 0] * d + coords[:, 1]) * h + coords[:, 2]) * w + coords[:, 3]).values)
+    return _strided_rulebook(coords, spatial_shape, geometry, indices)

@@ -75,8 +75,8 @@ def hard_voxelize(
     upper = torch.tensor([nx, ny, nz], dtype=cell.dtype, device=device)
     inside = ((cell >= 0) & (cell < upper)).all(1)
     point_idx = torch.nonzero(inside).squeeze(1)  # ascending: input order of the kept points
-    cell = cell[point_idx].long()
-    key = (cell[:, 2] * ny + cell[:, 1]) * nx + cell[:, 0]  # z-major, like the (z, y, x) coords
+    cell = torch.where(inside[:, None], cell, 0).long()  # outside / NaN rows are zeroed, then dropped
+    key = ((cell[:, 2] * ny + cell[:, 1]) * nx + cell[:, 0]).index_select(0, point_idx)  # z-major like coords
 
     # A stable sort keeps input order inside each voxel, so a run's first row is the voxel's first hit
     # and a row's position in its run is its slot.
@@ -93,9 +93,11 @@ def hard_voxelize(
     voxel_id = rank[run]
 
     m = min(heads.numel(), max_voxels)
-    keep = (voxel_id < m) & (slot < max_points)
-    voxels = points.new_zeros(m, max_points, c)
-    voxels[voxel_id[keep], slot[keep]] = points[point_idx[keep]]
+    keep = torch.nonzero((voxel_id < m) & (slot < max_points)).squeeze(1)
+    voxels = points.new_zeros(m * max_points, c)
+    # Each (voxel, slot) is written once: index_copy_ has no collisions, so CUDA gives the same result.
+    voxels.index_copy_(0, voxel_id[keep] * max_points + slot[keep], points.index_select(0, point_idx[keep]))
+    voxels = voxels.view(m, max_points, c)
     run_length = torch.diff(heads, append=heads.new_tensor([key_sorted.numel()]))
     first = rank < m  # runs that became voxels
     counts = torch.empty(m, dtype=torch.int64, device=device)

@@ -244,9 +244,9 @@ def test_demo_trains_on_unaugmented_samples(synth_root):
     # The demo turns augmentation off (it underfits within its budget): a training sample must then be
     # the evaluation sample, pixels, camera matrices and ground truth alike.
     from flashocc.data.dataset import OccDataset
-    from flashocc.engine.demo import DEMO_OVERRIDES
+    from flashocc.engine.demo import DEMO_PRESET
 
-    cfg = load_run_config("flashocc-tiny", list(DEMO_OVERRIDES))
+    cfg = load_run_config(DEMO_PRESET)  # the demo's preset carries its recipe
     samples = load_infos(synth_root / "infos_train.pkl")
     train_set = OccDataset(synth_root, samples, cfg.data, train=True)
     eval_set = OccDataset(synth_root, samples, cfg.data, train=False)

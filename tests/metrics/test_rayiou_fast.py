@@ -114,3 +114,25 @@ def test_ray_ids_are_checked():
                    class_names=OCC3D_NUSCENES.class_names)
     with pytest.raises(ValueError, match="ray ids"):
         cast_metric_rays(codes, 1, np.zeros((1, 3)), lidar_ray_directions(), grid, rays=np.array([14040]))
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_compiled_bookkeeping_equals_the_numpy_one(occ3d, tmp_path, cached):
+    """The numba path counts rays as ``RayIoU._add`` does, thresholds compared in float32 included
+    (0.7 m is not a float32: numpy compares float32 distances with float32(0.7))."""
+    from flashocc.metrics.ray_cache import GTRayCache
+
+    gt = occ3d["semantics"]
+    thresholds = (0.3, 0.7, 1.0, 2.7)
+    compiled = RayIoU(backend="numba", thresholds=thresholds, cache=GTRayCache(tmp_path) if cached else None)
+    by_numpy = RayIoU(backend="numba", thresholds=thresholds)
+    for seed in range(3):
+        pred = _noisy(gt, seed)
+        for _ in range(1 + cached):            # cached: the second update reads the GT entry
+            compiled.update(pred, gt, EIGHT_ORIGINS[:4])
+            hits = by_numpy.caster.hits(pred, gt, EIGHT_ORIGINS[:4])
+            by_numpy.update_hits(hits)
+    for key, value in by_numpy.state().items():
+        np.testing.assert_array_equal(compiled.state()[key].numpy(), value.numpy(), err_msg=key)
+    if cached:
+        assert (compiled.cache.misses, compiled.cache.hits) == (1, 5)     # one GT, six predictions
