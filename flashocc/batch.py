@@ -18,6 +18,9 @@ LiDAR inputs (LiDAR-only and fusion models; flashocc.data.lidar):
 Targets (train mode): voxel_semantics (B, Dx, Dy, Dz) uint8/long, mask_camera (B, Dx, Dy, Dz),
 optional mask_lidar and gt_depth (B, N, H, W) metres (0 = no LiDAR point); panoptic models also
 voxel_instances (B, Dx, Dy, Dz) uint8 segment ids, 0 = free (Occ3D-panoptic ``instances``).
+Learning from part of the labels (docs/few-labels.md): labeled (B,) bool, False for a sample of an
+unlabelled scene (its targets reach no supervised loss); a distillation teacher's outputs teacher_bev
+(B, C, Dy, Dx) and teacher_logits (B, Dx, Dy, Dz, K), added by the trainer.
 """
 from __future__ import annotations
 

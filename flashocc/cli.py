@@ -115,6 +115,12 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                                      "eval.mask=lidar and eval.backend=torch are overrides")
     p.add_argument("--no-ema", action="store_true",
                    help="use the raw weights of a training checkpoint (default: the config's eval.use_ema)")
+    p.add_argument("--fuse", action="store_true", help="fused inference (BatchNorm folded, channels-last, cached "
+                                                       "pooling indices; same logits): eval.inference=fused")
+    p.add_argument("--compile", action="store_true", help="fused inference plus torch.compile: eval.inference=compiled")
+    p.add_argument("--panoptic", action="store_true",
+                   help="also RayPQ from a panoptic model's instance ids (panoptic-flashocc presets; the data set's "
+                        "Occ3D-panoptic instances: data.load_instances)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.set_defaults(func=_run_eval)
 
@@ -123,11 +129,16 @@ def _metric_list(text: str) -> tuple[str, ...]:
     return tuple(m.strip().lower() for m in text.split(",") if m.strip())
 
 
+def _inference_mode(args: argparse.Namespace, default: str) -> str:
+    return "compiled" if args.compile else "fused" if args.fuse else default
+
+
 def _run_eval(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from flashocc.engine.distributed import setup_distributed
-    from flashocc.engine.evaluate import eval_dataset, eval_infos_path, evaluate_model, load_model_for_inference
+    from flashocc.engine.evaluate import (eval_dataset, eval_infos_path, evaluate_model, inference_model,
+                                          load_model_for_inference)
     from flashocc.metrics.evaluate import format_report, write_json
 
     cfg = _resolve_config(args)
@@ -140,12 +151,15 @@ def _run_eval(args: argparse.Namespace) -> int:
     ev = cfg.eval
     info = setup_distributed(args.device)
     model = load_model_for_inference(cfg, args.checkpoint, info.device, use_ema=ev.use_ema)
+    model = inference_model(model, _inference_mode(args, ev.inference))
     dataset = eval_dataset(cfg, args.data, args.infos)
     result = evaluate_model(model, dataset, info.device, ev.metrics, ev.batch_size, ev.workers, info,
                             progress=info.is_main, mask=ev.mask, backend=ev.backend, grid=cfg.model.grid,
-                            split=str(eval_infos_path(cfg, args.data, args.infos)))
+                            split=str(eval_infos_path(cfg, args.data, args.infos)), panoptic=args.panoptic)
     if info.is_main:
         print(format_report(result))
+        if "mIoU_unmasked" in result:  # a model trained without the camera mask: both ways
+            print(f"===> mIoU without the mask (the model was trained without it): {result['mIoU_unmasked']:.2f}")
         if args.json:
             write_json(result, args.json)
     return 0
@@ -162,6 +176,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="remove the prediction files already in OUT first")
     p.add_argument("--no-ema", action="store_true",
                    help="use the raw weights of a training checkpoint (default: the config's eval.use_ema)")
+    p.add_argument("--fuse", action="store_true", help="fused inference (BatchNorm folded, channels-last, cached "
+                                                       "pooling indices; same logits): eval.inference=fused")
+    p.add_argument("--compile", action="store_true", help="fused inference plus torch.compile: eval.inference=compiled")
     p.add_argument("--viz", action="store_true", help="also render pictures of each prediction into OUT/viz")
     p.set_defaults(func=_run_predict)
 
@@ -170,15 +187,18 @@ def _run_predict(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from flashocc.engine.distributed import setup_distributed
-    from flashocc.engine.evaluate import eval_dataset, load_model_for_inference, predict_to_dir, prepare_prediction_dir
+    from flashocc.engine.evaluate import (eval_dataset, inference_model, load_model_for_inference, predict_to_dir,
+                                          prepare_prediction_dir)
 
     cfg = _resolve_config(args)
     if cfg is None:
         return 0
-    cfg = replace(cfg, data=replace(cfg.data, load_occ=False))  # prediction needs no ground truth
+    # Prediction needs no ground truth (nor the instance ids that come with it).
+    cfg = replace(cfg, data=replace(cfg.data, load_occ=False, load_instances=False, instances_root=""))
     info = setup_distributed(args.device)
     prepare_prediction_dir(args.out, args.overwrite, info)      # refuse (or clear) old files before the slow part
     model = load_model_for_inference(cfg, args.checkpoint, info.device, use_ema=cfg.eval.use_ema and not args.no_ema)
+    model = inference_model(model, _inference_mode(args, cfg.eval.inference))
     dataset = eval_dataset(cfg, args.data, args.infos)
     written = predict_to_dir(model, dataset, args.out, info.device, cfg.eval.batch_size, cfg.eval.workers, info)
     print(f"wrote {len(written)} predictions under {args.out}")
@@ -497,7 +517,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                     "int8 (unavailable combinations are listed as skipped with the reason), then the BEV encoder + "
                     "head of flashocc-r50-m1 (channel-to-height) against bevdetocc-r50 (3D convs).")
     p.add_argument("preset", help="model preset, e.g. flashocc-r50-m0")
-    p.add_argument("--backend", default="torch,onnxruntime", help="comma list of torch,torch-compile,onnxruntime,tensorrt")
+    p.add_argument("--backend", default="torch,onnxruntime", help="comma list of torch,torch-fused,torch-compile,onnxruntime,"
+                                                            "tensorrt (torch-fused: BatchNorm folded, channels-last, "
+                                                            "cached pooling indices)")
     p.add_argument("--precision", default="fp32,int8", help="comma list of fp32,fp16,int8")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")

@@ -30,6 +30,7 @@ from flashocc.data import transforms as T
 from flashocc.data.infos import SampleInfo, load_infos
 from flashocc.data.label_subsets import labeled_scenes
 from flashocc.data.occ3d import load_labels
+from flashocc.data.sparseocc_frames import ego2lidar, lidar2img, sparseocc_frames
 from flashocc.errors import ConfigError, DataError, MissingFileError
 from flashocc.geometry import NUSCENES_CAMERAS
 
@@ -74,13 +75,17 @@ class DataConfig:
     sweep_min_distance: float = 1.0               # metres: sweep points with |x|, |y| both below it are dropped
     pad_empty_sweeps: bool = True                 # no sweeps in the infos: repeat the keyframe (official quirk)
     load_lidar_depth: bool = False                # lidar_depth (N, H, W): keyframe + sweeps projected per camera
-    # Learning from a part of the labels (flashocc.data.label_subsets; docs/training.md#learning-from-few-labels):
+    # Learning from a part of the labels (flashocc.data.label_subsets; docs/few-labels.md):
     # the training scenes that count as labelled, by fraction, or by a count or a file of scene names
     # (labeled_scenes; "" = use labeled_fraction). A run without a teacher trains on those scenes only; a
     # distillation student reads every scene and flags each sample (batch key ``labeled``). Training sets only.
     labeled_fraction: float = 1.0
     labeled_scenes: str = ""
     label_subset: Literal["nested", "effocc"] = "nested"
+    # "sparseocc" (SparseOccConfig.data_requirements; flashocc.data.sparseocc_frames): the official SparseOcc
+    # choice of the 7 past frames, one resize/crop/flip draw for all images, images as BGR 0..255 (the model
+    # normalises them) and the lidar2img / ego2lidar keys.
+    pipeline: Literal["flashocc", "sparseocc"] = "flashocc"
 
     def __post_init__(self) -> None:
         # Each check is a callable so that a malformed value (None, a 3-tuple) fails its own check
@@ -136,6 +141,7 @@ class DataConfig:
             ("labeled_scenes", lambda: not self.labeled_scenes or self.labeled_fraction == 1.0,
              "'' when data.labeled_fraction is set (give one of the two)"),
             ("label_subset", lambda: self.label_subset in ("nested", "effocc"), "one of nested, effocc"),
+            ("pipeline", lambda: self.pipeline in ("flashocc", "sparseocc"), "one of flashocc, sparseocc"),
         ]
         for name, ok, expected in checks:
             if not ok():
@@ -254,7 +260,8 @@ class OccDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         cfg = self.config
         rng = self._rng(index) if self.train else None
-        frames = self.frames(index)
+        sparse = cfg.pipeline == "sparseocc"
+        frames = sparseocc_frames(self.samples[index], self._by_token, self.train, rng, cfg.num_adjacent) if sparse else self.frames(index)
         current = frames[0]
         imgs, s2e, e2g, intrins, post_rots, post_trans = [], [], [], [], [], []
         augs: list[T.ImageAug] = []
@@ -271,9 +278,11 @@ class OccDataset(Dataset):
                     sizes.append((name, path, img.size, cam.intrinsics))
                     if frame_i == 0:
                         self._check_size(img.size, frame.token, path)
-                        augs.append(T.sample_image_aug(cfg, img.size, rng, self.train))
+                        # SparseOcc: one draw for all images (SparseOcc@af4d9df RandomTransformImage)
+                        augs.append(augs[0] if sparse and augs else T.sample_image_aug(cfg, img.size, rng, self.train))
                     # every frame reuses its camera's augmentation (PrepareImageInputs.get_inputs)
-                    done[path] = T.normalize_image(T.augment_image(img, augs[cam_i]))
+                    augmented = T.augment_image(img, augs[cam_i])
+                    done[path] = _bgr_255(augmented) if sparse else T.normalize_image(augmented)
                 imgs.append(done[path])
                 rot, tran = augs[cam_i].matrices()
                 post_rots.append(rot)
@@ -286,6 +295,9 @@ class OccDataset(Dataset):
             T.check_sample_sizes(sizes, frame.token)
         flip_dx, flip_dy = T.sample_bda_flips(cfg, rng, self.train)
         bda = T.bda_for_flips(flip_dx, flip_dy)
+        if sparse:
+            l2i = [lidar2img(current, frame, name, post_rots[i], post_trans[i])
+                   for i, (frame, name) in enumerate((f, n) for f in frames for n in cfg.cameras)]
         out = {
             "img": torch.stack(imgs),
             "sensor2ego": _f32(s2e), "ego2global": _f32(e2g), "intrinsics": _f32(intrins),
@@ -293,6 +305,8 @@ class OccDataset(Dataset):
             "bda": torch.from_numpy(bda),
             "token": current.token, "scene_name": current.scene_name,
         }
+        if sparse:
+            out.update(lidar2img=_f32(l2i), ego2lidar=_f32([ego2lidar(current, bda)])[0])
         if self._labeled is not None:
             out["labeled"] = torch.tensor(current.scene_name in self._labeled)
         if cfg.load_occ:
@@ -396,6 +410,11 @@ def select_labeled_scenes(cfg: DataConfig, scene_names: Sequence[str], root: Pat
         raise DataError(f"{path}: {len(unknown)} scene name(s) not in the training set, e.g. {unknown[:3]}; "
                         f"expected names such as {names[:3]}")
     return sorted(set(listed))
+
+
+def _bgr_255(img) -> torch.Tensor:
+    """(3, H, W) float32 BGR 0..255, as mmcv reads the files (SparseOcc normalises inside the model)."""
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(img.convert("RGB"))[..., ::-1].transpose(2, 0, 1))).float()
 
 
 def _f32(mats: list) -> torch.Tensor:

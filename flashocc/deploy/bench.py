@@ -364,6 +364,11 @@ def run_bench(cfg: BenchConfig) -> BenchReport:
     torch.manual_seed(cfg.seed)
     device = resolve_device("auto")
     model = build_model(cfg.preset)
+    if getattr(model.config, "family", "") == "effocc":
+        from flashocc.errors import ConfigError
+
+        raise ConfigError(f"flashocc bench {cfg.preset}: the EFFOcc (LiDAR) presets are not benchmarked yet (bench "
+                          "times the camera stages and ONNX backends); time them in PyTorch with flashocc eval")
     temporal = bool(model.config.temporal)
     if temporal and cfg.mode != "full":
         log.warning("%s is temporal: timing the full graph (its pooling indices change every frame)", cfg.preset)

@@ -157,6 +157,13 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, mode: str = "full", op
 
     if mode not in MODES:
         raise ValueError(f"export mode must be one of {MODES}, got '{mode}'")
+    if getattr(model.config, "family", "") == "effocc":
+        from flashocc.errors import ConfigError
+
+        # Its graph inputs are a variable-length point list and (sparse presets) rulebooks built per frame.
+        raise ConfigError(f"{model.config.name}: ONNX export of the EFFOcc (LiDAR) presets is not supported yet; "
+                          "export covers the camera presets (flashocc models lists them). Run EFFOcc in PyTorch "
+                          "(flashocc predict / eval)")
     temporal = bool(getattr(model.config, "temporal", False))
     if temporal and mode != "full":
         raise ValueError(f"{model.config.name} is temporal: its pooling indices change with every frame's ego "

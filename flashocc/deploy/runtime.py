@@ -10,7 +10,6 @@ TRT FP32). Here a sample whose calibration differs never reuses another sample's
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -24,11 +23,11 @@ import torch
 from flashocc.batch import INPUT_KEYS, check_inputs
 from flashocc.deploy.onnx import INDEX_KEYS, ExportSpec, read_spec
 from flashocc.geometry import create_frustum, depth_bin_values, frustum_to_ego, sensor_to_key_ego
+from flashocc.models.fuse import CALIBRATION_KEYS, calibration_key
 from flashocc.ops.bev_pool import prepare_bev_pool
 
 log = logging.getLogger(__name__)
 
-_CALIBRATION_KEYS = ("intrinsics", "post_rots", "post_trans", "bda")
 
 
 def import_onnxruntime():
@@ -65,19 +64,14 @@ class PoolIndexCache:
         return len(self._entries)
 
     def __call__(self, batch: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        s2k = sensor_to_key_ego(batch["sensor2ego"], batch["ego2global"])
-        parts = [s2k] + [batch[k].float() for k in _CALIBRATION_KEYS]
-        digest = hashlib.sha1()
-        for t in parts:
-            digest.update(str(tuple(t.shape)).encode())
-            digest.update(t.contiguous().numpy().tobytes())
-        key = digest.hexdigest()
+        key = calibration_key(batch)  # the same key as the fused PyTorch model's index cache
         if key in self._entries:
             self.hits += 1
             self._entries.move_to_end(key)
             return self._entries[key]
         self.misses += 1
-        coords = frustum_to_ego(self.frustum, s2k, *(batch[k].float() for k in _CALIBRATION_KEYS))
+        s2k = sensor_to_key_ego(batch["sensor2ego"], batch["ego2global"])
+        coords = frustum_to_ego(self.frustum, s2k, *(batch[k].float() for k in CALIBRATION_KEYS))
         indices = prepare_bev_pool(coords, self.spec.lower, self.spec.interval, self.spec.grid_size)
         arrays = {k: getattr(indices, k).to(torch.int32).numpy() for k in INDEX_KEYS}
         self._entries[key] = arrays

@@ -247,10 +247,11 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
         if dataset.labeled_scene_names is not None:
             with atomic_write(out_dir / "labeled_scenes.txt", "w") as f:
                 f.write("".join(f"{name}\n" for name in dataset.labeled_scene_names))
-            log.info("labelled scenes: %d (written to %s)%s", len(dataset.labeled_scene_names),
-                     out_dir / "labeled_scenes.txt", "; the others are read unlabelled" if teacher is not None else "")
         _truncate_metrics(out_dir / "metrics.jsonl", state.step)
     _setup_logging(out_dir, info)
+    if dataset.labeled_scene_names is not None:
+        log.info("labelled scenes: %d (%s)%s", len(dataset.labeled_scene_names), out_dir / "labeled_scenes.txt",
+                 "; the others are read unlabelled" if teacher is not None else "")
     if saved is not None:
         log.info("resumed from %s at step %d (epoch %d)", ckpt_path, state.step, state.epoch)
     elif resume:

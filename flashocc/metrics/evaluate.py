@@ -141,11 +141,12 @@ def _densify(loc: np.ndarray, values: np.ndarray, empty: int, grid: OccGrid, whe
 
 
 def load_ground_truth(path: Path, grid: OccGrid = OCC3D_NUSCENES, token: str | None = None,
-                      instances: bool = False) -> dict[str, np.ndarray]:
-    """semantics, mask_camera, mask_lidar (and with ``instances`` the Occ3D-panoptic ``instances``) of one
-    ``labels.npz``; failures are ``DataError`` naming the file."""
+                      instances: bool = False,
+                      masks: Sequence[str] = ("mask_camera", "mask_lidar")) -> dict[str, np.ndarray]:
+    """semantics, the ``masks`` (default mask_camera and mask_lidar) and with ``instances`` the
+    Occ3D-panoptic ``instances`` of one ``labels.npz``; failures are ``DataError`` naming the file."""
     where = f"sample {token}: {path}" if token else str(path)
-    keys = ("semantics", "mask_camera", "mask_lidar") + (("instances",) if instances else ())
+    keys = ("semantics",) + tuple(masks) + (("instances",) if instances else ())
     z, present = read_npz(path, keys, where, "ground-truth archive")
     missing = [k for k in keys if k not in z]
     if missing:
@@ -154,9 +155,8 @@ def load_ground_truth(path: Path, grid: OccGrid = OCC3D_NUSCENES, token: str | N
         raise DataError(f"{where}: missing keys {missing}; Occ3D labels.npz holds semantics, mask_lidar, "
                         f"mask_camera (found {present}){hint}")
     sem = _as_data(as_label_volume, z["semantics"], f"{where} [semantics]", grid)
-    out = {"semantics": sem,
-           "mask_camera": _as_data(as_mask, z["mask_camera"], f"{where} [mask_camera]", sem.shape),
-           "mask_lidar": _as_data(as_mask, z["mask_lidar"], f"{where} [mask_lidar]", sem.shape)}
+    out = {"semantics": sem}
+    out.update({m: _as_data(as_mask, z[m], f"{where} [{m}]", sem.shape) for m in masks})
     if instances:
         out["instances"] = _as_data(as_instance_volume, z["instances"], f"{where} [instances]", sem.shape)
     return out
@@ -229,8 +229,11 @@ def evaluate_dirs(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, infos:
 
         origins = ray_origins_from_infos(samples)   # the whole split: origins come from a scene's keyframes
 
+    # Only the mask that is scored is decoded: each one is a third of a GT file's decompression.
+    masks = {"camera": ("mask_camera",), "lidar": ("mask_lidar",), "none": ()}[config.mask]
+
     def load(token: str) -> tuple[tuple[np.ndarray, np.ndarray | None], dict[str, np.ndarray]]:
-        gt = load_ground_truth(gts[token], grid, instances=config.panoptic)
+        gt = load_ground_truth(gts[token], grid, instances=config.panoptic, masks=masks)
         if config.panoptic:
             return load_panoptic_prediction(preds[token], grid), gt
         return (load_prediction(preds[token], grid), None), gt

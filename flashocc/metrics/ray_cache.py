@@ -92,8 +92,10 @@ class GTRayCache:
         """The entry of ``key`` for a sample of ``rays`` rays, or None (missing or unreadable). Hit
         classes must be below ``free_label`` (a scored ray hits an occupied voxel)."""
         path = self.path(key)
+        largest = _HEADER.size + (rays + 7) // 8 + 5 * rays + _CRC.size
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as f:
+                data = f.read(largest + 1)      # a larger file is not an entry: never read it whole
         except OSError:
             self.misses += 1
             return None

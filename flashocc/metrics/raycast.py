@@ -11,7 +11,9 @@ Two backends compute the same thing:
 
 * ``"numba"``: one compiled loop per ray, parallel over rays (``prange``). Several volumes (the
   ground truth and the prediction) share one walk, which stops once every volume has been hit.
-  Fastest on CPU; needs ``pip install numba``.
+  Fastest on CPU; needs ``pip install numba``. ``cast_metric_rays`` also derives each ray's points
+  from the origins in metres inside the kernel, and can cast a subset of the rays (RayIoU casts
+  only the scored rays of a prediction when the ground truth's cast is cached).
 * ``"torch"``: the same walk vectorised over all rays, one DDA step per iteration for every active
   ray, dropping rays whose volumes are all hit (active-ray compaction). Runs on any torch device,
   so it is the GPU path; on CPU it is the fallback when numba is missing.

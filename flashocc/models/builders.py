@@ -10,11 +10,13 @@ there is no class for them, so nothing pretends to build them:
   * EFFOcc LiDAR-camera fusion / LiDAR-only: a LiDAR BEV source (voxelise -> sparse or pillar
     encoder -> BEV map) next to or instead of the camera lift-splat source, fused before the BEV
     encoder; the same BEV encoder, head and criterion.
-  * Distilled students: a camera-LSS student whose criterion adds a feature/logit term against a
-    frozen teacher.
-  * Panoptic-FlashOcc: the camera-LSS parts plus an instance-centre head beside ``occ_head``.
-  * SparseOcc is in models/sparseocc/ (``SparseOccConfig`` -> ``build_sparseocc``; its presets are not in
-    presets.PRESETS yet, their tools assume the lift-splat fields).
+  * Distilled students are no family of their own: a camera-LSS preset (flashocc-r50-distill,
+    flashocc-tiny-distill) whose criterion gets the distillation terms (models/distill.py) from the
+    trainer when the run has a teacher (engine/distill.py; docs/few-labels.md).
+  * Panoptic-FlashOcc is in models/panoptic/ (``PanopticConfig`` -> ``build_panoptic``): the camera-LSS
+    parts with the BEVDepth depth net plus an instance-centre head beside ``occ_head`` (docs/panoptic.md).
+  * SparseOcc is in models/sparseocc/ (``SparseOccConfig`` -> ``build_sparseocc``, presets sparseocc-*).
+What the tools read from any family's config is ``models/family.py``'s ``FamilyConfig``.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from flashocc.models.heads import BEVOCCHead2D, BEVOCCHead3D
 from flashocc.models.losses import class_balance_weights
 from flashocc.models.necks import FPN_LSS, LSSFPN3D, CustomFPN
 from flashocc.models.resnet import ResNet
+from flashocc.models.panoptic import PanopticConfig, build_panoptic
 from flashocc.models.sparseocc import SparseOccConfig, build_sparseocc
 from flashocc.models.swin import ImageFPN_LSS, SwinTransformer
 from flashocc.models.temporal import FlashOccStereo4D
@@ -131,6 +134,7 @@ BUILDERS: dict[type[ModelConfig], Callable[..., nn.Module]] = {
     Stereo4DConfig: build_stereo4d,
     EFFOccConfig: build_effocc,  # models/effocc/ (LiDAR-camera fusion and LiDAR-only)
     SparseOccConfig: build_sparseocc,  # models/sparseocc/ (not a ModelConfig: no lift-splat fields)
+    PanopticConfig: build_panoptic,  # models/panoptic/ (Panoptic-FlashOcc, BEVDepthPano)
 }
 
 

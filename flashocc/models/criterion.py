@@ -14,6 +14,10 @@ Terms, in this order (the order of the returned dict, so their sum is reproducib
   loss_depth     depth BCE on LiDAR depth (view_transformer.py, LSSViewTransformerBEVDepth.get_depth_loss)
                  or on the first occupied voxel of each ray (``ray_targets``; ours)
   loss_semantic  per-pixel class of the first occupied voxel of each ray (ours)
+  loss_distill_* with a teacher's outputs in the batch: the distillation terms (models/distill.py)
+
+A batch with ``labeled`` (B,) bool (a run on part of the labels) computes the supervised terms above
+on its labelled samples only (``_labeled_only``).
 """
 from __future__ import annotations
 

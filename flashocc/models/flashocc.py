@@ -124,6 +124,13 @@ class FlashOcc(nn.Module):
         self.criterion.check_targets(batch)  # before the forward pass, not after it
         return self.criterion(self.forward_outputs(batch, indices), batch)
 
+    def fuse(self, channels_last: bool = True, compile: bool | str = False) -> nn.Module:
+        """An inference-only copy (BatchNorm folded, channels-last, cached pooling indices, optional
+        ``torch.compile``) with the same logits; this model is left as it is (models/fuse.py)."""
+        from flashocc.models.fuse import fuse_for_inference
+
+        return fuse_for_inference(self, channels_last=channels_last, compile=compile)
+
     @torch.no_grad()
     def predict(self, batch: Mapping[str, torch.Tensor], indices: BevPoolIndices | None = None) -> torch.Tensor:
         """Class labels (B, Dx, Dy, Dz) uint8 (argmax of the logits; the official softmax is redundant).

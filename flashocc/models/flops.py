@@ -16,7 +16,20 @@ from flashocc.models.configs import ModelConfig
 from flashocc.models.examples import example_batch
 
 
-def count_gflops(cfg: ModelConfig) -> float:
+def gflops_unavailable(cfg) -> str | None:
+    """Why ``count_gflops`` has no count for ``cfg`` (None when it has one)."""
+    if isinstance(cfg, ModelConfig):
+        return None
+    if cfg.family == "sparseocc":
+        # Its work depends on the data: top-k voxels per level and the mask-guided sampling points.
+        return "data-dependent sparse decoders (top-k voxels); time it with flashocc bench"
+    return f"no FLOPs model for the {cfg.family} family (only the lift-splat families have one)"
+
+
+def count_gflops(cfg) -> float | None:
+    """GFLOPs of one sample for a lift-splat config; None for other families (``gflops_unavailable`` says why)."""
+    if gflops_unavailable(cfg) is not None:
+        return None
     if cfg.temporal:
         return _stereo4d_gflops(cfg)
     with torch.device("meta"):

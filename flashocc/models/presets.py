@@ -10,6 +10,8 @@
 | flashocc-r50-m2    | stereo-4d  | flashocc-r50-4d-stereo.py              | 58,668,414        |
 | flashocc-swinb-m3  | stereo-4d  | flashocc-stbase-4d-stereo-512x1408*.py | 144.99 M (README) |
 | flashocc-tiny-m2   | stereo-4d  | ours (CPU-trainable, temporal stereo)  |                   |
+| sparseocc-r50(-pano) | sparseocc | SparseOcc r50_nuimg_704x256_8f(_pano).py | 80,349,899      |
+| sparseocc-tiny     | sparseocc  | ours (CPU-trainable)                   |                   |
 Official configs are under FlashOCC@4084861 projects/configs/flashocc/. The config classes are in
 configs.py, the builders in builders.py; a preset's training recipe (if it has its own) is in
 ``flashocc.config.RECIPES``.
@@ -25,9 +27,12 @@ from flashocc.errors import ConfigError
 from flashocc.models.builders import BUILDERS, build_from_config
 from flashocc.models.configs import CameraLSSConfig, ModelConfig, Stereo4DConfig
 from flashocc.models.effocc import builder as effocc
+from flashocc.models.family import FamilyConfig, is_family_config
+from flashocc.models.sparseocc import builder as sparseocc
+from flashocc.models.panoptic import builder as panoptic
 from flashocc.models.examples import example_batch  # noqa: F401  (its former home; kept for callers)
 from flashocc.models.flashocc import FlashOcc
-from flashocc.models.flops import count_gflops
+from flashocc.models.flops import count_gflops, gflops_unavailable
 
 
 def flashocc_r50_m1() -> CameraLSSConfig:
@@ -73,9 +78,17 @@ def flashocc_r50_distill() -> CameraLSSConfig:
     # EFFOcc's camera student (EFFOcc@9544ca0 mmdet3d/models/detectors/distill_occ2d.py, DistillFlashBEVDetOCC):
     # FlashOcc-R50 (M1) whose FPN_LSS BEV neck gives 512 channels, the fusion teacher's, so that the
     # teacher's BEV feature is compared without an adapter and its head (512 -> 256 -> 16 x 18) can be
-    # inherited. Train it with a teacher: flashocc train flashocc-r50-distill --teacher ... (docs/training.md).
+    # inherited. Train it with a teacher: flashocc train flashocc-r50-distill --teacher ... (docs/few-labels.md).
     return replace(flashocc_r50_m1(), name="flashocc-r50-distill",
                    description="EFFOcc distillation student: FlashOcc-R50 with a 512-ch BEV neck", bev_neck_channels=512)
+
+
+def flashocc_tiny_distill() -> CameraLSSConfig:
+    # Ours: flashocc-tiny as the student of effocc-fusion-tiny: its BEV neck and head widths are the
+    # teacher's (64-ch fused BEV feature, 32-ch head), so the head can be inherited (docs/few-labels.md).
+    return replace(flashocc_tiny(), name="flashocc-tiny-distill",
+                   description="ours: flashocc-tiny shaped as the student of effocc-fusion-tiny (64-ch BEV neck)",
+                   bev_neck_channels=64, head_channels=32)
 
 
 def flashocc_r50_m2() -> Stereo4DConfig:
@@ -126,6 +139,7 @@ PRESETS: dict[str, tuple] = {
     # No published count: M1's official 44_744_312 plus the wider neck and head of the official student
     # layout (FPN_LSS 640 -> 1024 -> 512, head conv 512 -> 256), counted layer by layer.
     "flashocc-r50-distill": (flashocc_r50_distill, 59_099_512),
+    "flashocc-tiny-distill": (flashocc_tiny_distill, None),
     # The README gives 144.99 M only (no exact count); tests/models/test_swin.py checks the rounding.
     "flashocc-swinb-m3": (flashocc_swinb_m3, None),
     "flashocc-tiny-m2": (flashocc_tiny_m2, None),
@@ -136,10 +150,22 @@ PRESETS: dict[str, tuple] = {
     "effocc-fusion-swinb": (effocc.effocc_fusion_swinb, None),
     "effocc-fusion-tiny": (effocc.effocc_fusion_tiny, None),
     "effocc-lidar-tiny": (effocc.effocc_lidar_tiny, None),
+    # SparseOcc (models/sparseocc/builder.py); the panoptic config changes the GT segments and the merge only.
+    "sparseocc-r50": (sparseocc.sparseocc_r50, 80_349_899),
+    "sparseocc-r50-pano": (sparseocc.sparseocc_r50_pano, 80_349_899),
+    "sparseocc-tiny": (sparseocc.sparseocc_tiny, None),
+    # Panoptic-FlashOcc (models/panoptic/builder.py), counted from the official configs. The README's 45.32 M
+    # (depth-tiny, also printed for depth-tiny-pano) is the count without the centre head; its 50.12 M
+    # for depth / depth-pano is a numC_Trans=64 layout, not the configs' 80 (tests/models/test_panoptic_build.py).
+    "panoptic-flashocc-depth-tiny": (panoptic.panoptic_flashocc_depth_tiny, 45_317_698),
+    "panoptic-flashocc-depth-tiny-pano": (panoptic.panoptic_flashocc_depth_tiny_pano, 45_625_046),
+    "panoptic-flashocc-depth": (panoptic.panoptic_flashocc_depth, 57_833_822),
+    "panoptic-flashocc-depth-pano": (panoptic.panoptic_flashocc_depth_pano, 58_214_898),
+    "panoptic-flashocc-tiny": (panoptic.panoptic_flashocc_tiny, None),
 }
 
 
-def get_config(name: str) -> ModelConfig:
+def get_config(name: str) -> FamilyConfig:
     if name not in PRESETS:
         import difflib
 
@@ -151,11 +177,11 @@ def get_config(name: str) -> ModelConfig:
     return PRESETS[name][0]()
 
 
-def build_model(preset: str | ModelConfig) -> FlashOcc:
+def build_model(preset: str | FamilyConfig) -> nn.Module:
     """Build a model from a preset name or a config (weights randomly initialised). The config is
     checked first (``ModelConfig.check``): a field its family cannot honour is a ``ConfigError``."""
     cfg = get_config(preset) if isinstance(preset, str) else preset
-    if not any(k in BUILDERS for k in type(cfg).__mro__):  # a ModelConfig or another family's config
+    if not is_family_config(cfg):  # a ModelConfig or another family's config (models/family.py)
         raise ConfigError(f"build_model takes a preset name or a model config, got {type(cfg).__name__}")
     return build_from_config(cfg)
 
@@ -177,6 +203,7 @@ def describe_presets(with_flops: bool = True) -> list[dict]:
             "input_size": list(cfg.input_size), "gflops": None if gflops is None else round(gflops, 2),
             # The official README's "FLOPs" (mmcv get_flops) count multiply-adds: gmacs compares to it.
             "gmacs": None if gflops is None else round(gflops / 2, 2),
+            "gflops_note": gflops_unavailable(cfg) if with_flops else None,
             "description": cfg.description, "config": _plain(asdict(cfg)),
         })
     return rows

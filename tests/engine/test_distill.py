@@ -243,4 +243,26 @@ def test_teacher_run_trains_on_labelled_scenes_only(synth3, tmp_path):
     train(cfg, synth3, tmp_path / "t", progress=False)
     log = (tmp_path / "t" / "train.log").read_text()
     assert "2 samples" in log                                   # 1 of the 3 scenes (2 frames each)
+    assert "labelled scenes: 1" in log
     assert len((tmp_path / "t" / "labeled_scenes.txt").read_text().split()) == 1
+
+
+def test_r50_distill_preset_is_the_official_student_layout():
+    from flashocc.models.presets import PRESETS, count_parameters, get_config
+
+    with torch.device("meta"):
+        student, m1 = build_model("flashocc-r50-distill"), build_model("flashocc-r50-m1")
+    assert count_parameters(student) == PRESETS["flashocc-r50-distill"][1] == 59_099_512
+    assert list(student.state_dict()) == list(m1.state_dict())                 # official names: M1's
+    assert student.occ_head.final_conv.conv.in_channels == 512 and get_config("flashocc-r50-distill").head_channels == 256
+
+
+def test_effocc_fusion_tiny_teaches_flashocc_tiny_distill():
+    student_cfg = load_run_config("flashocc-tiny-distill", ["distill.teacher=effocc-fusion-tiny",
+                                                            "distill.teacher_checkpoint=t.pt"])
+    data = with_teacher_data(student_cfg).data
+    assert data.load_points and data.load_lidar_depth and data.input_size == student_cfg.data.input_size
+    teacher, student = build_model("effocc-fusion-tiny"), build_model(student_cfg.model)
+    inherit_head(student, teacher)
+    for key, value in teacher.occ_head.state_dict().items():
+        assert torch.equal(student.occ_head.state_dict()[key], value)

@@ -10,7 +10,9 @@ from flashocc.config import default_run_config, load_run_config, run_config_from
 from flashocc.errors import ConfigError, UnknownConfigKeyError
 from flashocc.grid import OccGrid
 from flashocc.models.configs import CameraLSSConfig, ModelConfig, Stereo4DConfig, convert_family
+from flashocc.models.family import is_family_config
 from flashocc.models.presets import PRESETS, build_model, get_config
+from flashocc.models.sparseocc import SparseOccConfig
 
 # What save_run_config wrote for flashocc-tiny / flashocc-tiny-m2 before the per-family configs (one flat
 # ModelConfig with temporal, backbone_depth and backbone: resnet).
@@ -40,7 +42,12 @@ def test_presets_pick_their_family():
     families = {name: type(get_config(name)) for name in PRESETS}
     assert {n for n, f in families.items() if f is Stereo4DConfig} == {"flashocc-r50-m2", "flashocc-swinb-m3",
                                                                        "flashocc-tiny-m2"}
-    assert all(issubclass(f, ModelConfig) for f in families.values())
+    # Lift-splat presets share ModelConfig; every family's config satisfies the tools' protocol.
+    assert all(issubclass(f, ModelConfig) for n, f in families.items() if n.startswith(("flashocc-", "bevdetocc-")))
+    assert {n for n, f in families.items() if f is SparseOccConfig} == {"sparseocc-r50", "sparseocc-r50-pano",
+                                                                        "sparseocc-tiny"}
+    assert all(is_family_config(get_config(n)) for n in PRESETS)
+    assert not is_family_config(object())
     assert get_config("flashocc-tiny-m2").temporal and not get_config("flashocc-tiny").temporal
     with pytest.raises(ConfigError, match="CameraLSSConfig"):
         ModelConfig(name="x")  # the shared base is not a family

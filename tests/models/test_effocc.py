@@ -16,7 +16,7 @@ from flashocc.models.examples import example_batch
 from flashocc.models.presets import PRESETS, build_model, count_parameters, get_config
 from flashocc.ops.sparse_conv import SparseConv3d, SubMConv3d, sparse_weight_to_spconv2
 
-SMALL = OccGrid(lower=(-6.4, -6.4, -1.0), upper=(6.4, 6.4, 5.4))  # 32 x 32 x 16
+SMALL = OccGrid(lower=(-3.2, -3.2, -1.0), upper=(3.2, 3.2, 5.4))  # 16 x 16 x 16 (sparse grid 41 x 128 x 128)
 
 
 def _meta(cfg):
@@ -57,20 +57,20 @@ def test_part_counts_and_official_names():
 
 
 def _small_sparse_cfg(camera: bool) -> EFFOccConfig:
-    # The official sparse LiDAR branch on a 32x32 grid: 256 x 256 x 40 voxels, 5 x 5 BEV cells... x 8.
+    # The official sparse LiDAR branch on a small grid (the pure-torch rulebooks are slow on busy CPUs).
     base = dict(name="t", grid=SMALL, second_channels=(8, 16), second_layers=(1, 1), fpn_channels=(8, 8),
-                head_channels=8, lidar_channels=16, fuser_channels=16, max_voxels=(3000, 4000))
+                head_channels=8, lidar_channels=16, max_voxels=(300, 400))
     if camera:
         base.update(backbone_out_indices=(1, 2), img_neck_channels=16, input_size=(64, 176),
-                    depth_bins=(1.0, 45.0, 4.0), bev_channels=8)
+                    depth_bins=(1.0, 45.0, 4.0), bev_channels=8, fuser_channels=16)
     else:
         base.update(camera=False)
     return EFFOccConfig(**base)
 
 
-def _points(n=3000, seed=0):
+def _points(n=300, seed=0):
     g = torch.Generator().manual_seed(seed)
-    xyz = torch.rand(n, 3, generator=g) * torch.tensor([12.8, 12.8, 6.4]) + torch.tensor([-6.4, -6.4, -1.0])
+    xyz = torch.rand(n, 3, generator=g) * torch.tensor([6.4, 6.4, 6.4]) + torch.tensor([-3.2, -3.2, -1.0])
     return torch.cat([xyz, torch.rand(n, 2, generator=g)], dim=1)
 
 
@@ -94,6 +94,7 @@ def test_sparse_model_forward_backward_and_eval(camera):
     cfg = _small_sparse_cfg(camera)
     model = build_model(cfg)
     batch = _batch(cfg, b=2)
+    batch["points"] = [p[:100] for p in batch["points"]]  # the sparse backward is slow on busy CPUs
     losses = model.train()(batch)
     losses["loss_occ"].backward()
     assert torch.isfinite(losses["loss_occ"])
@@ -101,7 +102,7 @@ def test_sparse_model_forward_backward_and_eval(camera):
     if camera:
         assert model.img_view_transformer.lidar_input_net[0].weight.grad.abs().sum() > 0
     logits = model.eval()(batch)
-    assert logits.shape == (2, 32, 32, 16, 18)
+    assert logits.shape == (2, 16, 16, 16, 18)
 
 
 def test_height_compression_is_channel_major():
@@ -109,9 +110,11 @@ def test_height_compression_is_channel_major():
     coors = torch.tensor([[0, 3, 10, 20]], dtype=torch.int32)
     bev = enc(torch.ones(1, 5), coors, 1)
     assert bev.shape == (1, 8 * 2, 8, 8) and enc.out_z == 2
-    # One voxel reaches only BEV cell (row y//8, column x//8) = (1, 2).
-    active = bev.abs().sum(dim=1)[0] != 0
-    assert active.nonzero().tolist() == [[1, 2]] or active.sum() == 0
+    # One voxel at (y, x) = (10, 20) reaches only BEV cells around (y / 8, x / 8) = (1.25, 2.5) (rows = y).
+    active = (bev[0] != 0).any(dim=0).nonzero()
+    assert len(active) > 0 and set(active[:, 0].tolist()) <= {0, 1, 2} and set(active[:, 1].tolist()) <= {1, 2, 3}
+    # channel = c·Z + z: the dense (B, C, Z, Y, X) map viewed, not permuted.
+    assert torch.equal(bev.view(1, 8, 2, 8, 8)[:, :, 1], bev[:, 1::2])
 
 
 def _spconv1(w):
@@ -180,3 +183,16 @@ def test_config_refusals_name_the_field():
     with pytest.raises(ConfigError, match="model.second_layers"):
         EFFOccConfig(name="x", second_layers=(1,))
     assert isinstance(build_model("effocc-lidar-tiny"), EFFOcc)
+
+
+def test_export_and_bench_refuse_effocc_clearly(tmp_path):
+    pytest.importorskip("onnx")
+    from flashocc.deploy.onnx import export_onnx
+
+    model = build_model("effocc-lidar-tiny")
+    with pytest.raises(ConfigError, match="ONNX export of the EFFOcc"):
+        export_onnx(model, tmp_path / "m.onnx")
+    from flashocc.deploy.bench import BenchConfig, run_bench
+
+    with pytest.raises(ConfigError, match="not benchmarked yet"):
+        run_bench(BenchConfig(preset="effocc-lidar-tiny"))

@@ -137,6 +137,8 @@ def test_official_presets_have_no_aid_and_an_unused_target_is_refused():
 
     for name in PRESETS:
         cfg = get_config(name)
+        if not hasattr(cfg, "semantic_loss_weight"):
+            continue  # SparseOcc: no lift-splat image-side aids
         if name != "flashocc-tiny-demo":
             assert (cfg.semantic_loss_weight, cfg.affinity_loss_weight, cfg.depth_target) == (0, 0, "lidar"), name
     assert "semantic_head.weight" not in build_model("flashocc-tiny").state_dict()

@@ -116,13 +116,14 @@ class EFFOcc(nn.Module):
             lifted = self.lift_to_bev(self.encode_images(batch), batch, indices)
         pts_bev = self.encode_points(self.voxelize(batch), len(points))
         bev = self.fuse(None if lifted is None else lifted.bev, pts_bev)
-        logits = self.occ_head(self.bev_encoder(bev))
+        feature = self.bev_encoder(bev)   # the fused BEV feature a distillation student is taught (engine/distill.py)
+        logits = self.occ_head(feature)
         semantic = None
         if self.semantic_head is not None and self.training:
             semantic = self.semantic_head(lifted.context)
         depth = None if lifted is None else lifted.depth
         context = None if lifted is None else lifted.context
-        return OccOutputs(logits, depth, context, semantic, batch)
+        return OccOutputs(logits, depth, context, semantic, batch, feature)
 
     def forward(self, batch: Mapping[str, Any], indices: BevPoolIndices | None = None):
         if not self.training:

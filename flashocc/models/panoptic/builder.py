@@ -1,22 +1,46 @@
 """``build_panoptic``: every field of a ``PanopticConfig`` -> ``BEVDepthPano``."""
 from __future__ import annotations
 
+import torch
+from torch import nn
+
+from flashocc.grid import OCC3D_CLASS_FREQUENCIES
 from flashocc.models.bev_encoder import CustomResNet
-from flashocc.models.necks import FPN_LSS
+from flashocc.models.losses import class_balance_weights
+from flashocc.models.necks import FPN_LSS, CustomFPN
 from flashocc.models.panoptic.config import PanopticConfig
 from flashocc.models.panoptic.criterion import PanopticCriterion
 from flashocc.models.panoptic.heads import BEVOCCHead2D_V2, CenternessHead
 from flashocc.models.panoptic.model import BEVDepthPano, BEVDepthViewTransformer
+from flashocc.models.resnet import ResNet
+from flashocc.models.swin import ImageFPN_LSS, SwinTransformer
+
+
+# The image side and the class weights as builders.py builds them for the camera-LSS family (that
+# module imports this one for its BUILDERS row, so its helpers are not imported back).
+def _image_encoder(cfg: PanopticConfig) -> tuple[nn.Module, nn.Module]:
+    if cfg.backbone.startswith("resnet"):
+        backbone: nn.Module = ResNet(int(cfg.backbone.removeprefix("resnet")), cfg.backbone_out_indices,
+                                     with_cp=cfg.with_cp)
+    else:
+        backbone = SwinTransformer(cfg.backbone, cfg.backbone_out_indices, drop_path_rate=cfg.drop_path_rate,
+                                   with_cp=cfg.with_cp)
+    channels = backbone.out_channels
+    neck = (CustomFPN(channels, cfg.img_neck_channels) if cfg.img_neck == "custom_fpn"
+            else ImageFPN_LSS(sum(channels), cfg.img_neck_channels))
+    return backbone, neck
+
+
+def _class_weights(cfg: PanopticConfig) -> torch.Tensor | None:
+    if cfg.class_weights:
+        return torch.tensor(cfg.class_weights, dtype=torch.float32)
+    return class_balance_weights(OCC3D_CLASS_FREQUENCIES) if cfg.class_balance else None
 
 
 def build_panoptic(cfg: PanopticConfig) -> BEVDepthPano:
-    # Imported here: builders.py imports this module for its BUILDERS row.
-    from flashocc.models.builders import build_image_backbone, build_image_neck, build_semantic_head, class_weights
-
     grid = cfg.grid
     dx, dy, dz = grid.shape
-    backbone, neck_in = build_image_backbone(cfg, stereo=False)
-    img_neck = build_image_neck(cfg, neck_in)
+    backbone, img_neck = _image_encoder(cfg)
     view = BEVDepthViewTransformer(cfg.img_neck_channels, cfg.bev_channels, cfg.input_size, cfg.downsample,
                                    cfg.depth_bins, grid.lower,
                                    (grid.voxel_size[0], grid.voxel_size[1], grid.upper[2] - grid.lower[2]),
@@ -24,13 +48,56 @@ def build_panoptic(cfg: PanopticConfig) -> BEVDepthPano:
     encoder = CustomResNet(cfg.bev_channels, cfg.encoder_channels, cfg.encoder_layers, cfg.encoder_strides)
     neck = FPN_LSS(cfg.encoder_channels[0] + cfg.encoder_channels[2], cfg.bev_neck_channels)
     head = BEVOCCHead2D_V2(cfg.bev_neck_channels, cfg.head_channels, dz, grid.num_classes)
-    centres = CenternessHead(cfg.bev_neck_channels, cfg.centre_channels)
+    # Without the centre head this is the official non-pano BEVDepthOCC (panoptic-flashocc-r50-depth*.py).
+    centres = CenternessHead(cfg.bev_neck_channels, cfg.centre_channels) if cfg.centre_head else None
     criterion = PanopticCriterion(grid, depth_bins=cfg.depth_bins, downsample=cfg.downsample,
                                   input_size=cfg.input_size, sid=cfg.sid, use_mask=cfg.use_mask,
-                                  class_weights=class_weights(cfg), depth_loss_weight=cfg.depth_loss_weight,
+                                  class_weights=_class_weights(cfg), depth_loss_weight=cfg.depth_loss_weight,
                                   depth_target=cfg.depth_target, semantic_loss_weight=cfg.semantic_loss_weight,
-                                  affinity_loss_weight=cfg.affinity_loss_weight)
+                                  affinity_loss_weight=cfg.affinity_loss_weight, centres=cfg.centre_head)
+    semantic = nn.Conv2d(cfg.bev_channels, grid.num_classes, 1) if cfg.semantic_loss_weight > 0 else None
     return BEVDepthPano(backbone, img_neck, view, encoder, neck, head, centres, criterion,
-                        semantic_head=build_semantic_head(cfg), grid=grid, max_centres=cfg.max_centres,
+                        semantic_head=semantic, grid=grid, max_centres=cfg.max_centres,
                         score_threshold=cfg.centre_score_threshold,
                         official_class_mapping=cfg.official_class_mapping, assign_radius=cfg.assign_radius)
+
+
+# ---- presets (rows in models/presets.py) -------------------------------------------------------------
+def panoptic_flashocc_depth_tiny_pano() -> PanopticConfig:
+    # Official panoptic-flashocc-r50-depth-tiny-pano.py: numC_Trans 64, 1 m depth bins, 128-ch neck/head.
+    return PanopticConfig(name="panoptic-flashocc-depth-tiny-pano",
+                          description="Panoptic-FlashOcc depth-tiny-pano: R50, BEVDepth, 128-ch neck/head, centres",
+                          depth_bins=(1.0, 45.0, 1.0), bev_neck_channels=128, head_channels=128)
+
+
+def panoptic_flashocc_depth_tiny() -> PanopticConfig:
+    # The README's non-pano depth-tiny row (BEVDepthOCC): the same layers without the centre head.
+    return PanopticConfig(name="panoptic-flashocc-depth-tiny",
+                          description="Panoptic-FlashOcc depth-tiny (BEVDepthOCC): R50, BEVDepth, 128-ch neck/head",
+                          depth_bins=(1.0, 45.0, 1.0), bev_neck_channels=128, head_channels=128, centre_head=False)
+
+
+def panoptic_flashocc_depth_pano() -> PanopticConfig:
+    # Official panoptic-flashocc-r50-depth.py (a pano config despite its name): numC_Trans 80, 0.5 m bins.
+    return PanopticConfig(name="panoptic-flashocc-depth-pano",
+                          description="Panoptic-FlashOcc depth-pano: R50, BEVDepth, 80-ch BEV, centres",
+                          bev_channels=80, encoder_channels=(160, 320, 640))
+
+
+def panoptic_flashocc_depth() -> PanopticConfig:
+    # The non-pano "depth" model built as BEVDepthOCC with the depth-pano settings (the official file of that
+    # name is the pano config).
+    return PanopticConfig(name="panoptic-flashocc-depth",
+                          description="Panoptic-FlashOcc depth (BEVDepthOCC): R50, BEVDepth, 80-ch BEV",
+                          bev_channels=80, encoder_channels=(160, 320, 640), centre_head=False)
+
+
+def panoptic_flashocc_tiny() -> PanopticConfig:
+    # Ours, CPU-trainable: flashocc-tiny's image side and BEV sizes with the BEVDepth depth net (narrow ASPP)
+    # and a 16-channel centre head; official losses, no camera mask, LiDAR depth loss 1.
+    return PanopticConfig(name="panoptic-flashocc-tiny",
+                          description="ours: R18 (stride 8), 96x256, BEVDepth, centres; CPU-trainable",
+                          backbone="resnet18", backbone_out_indices=(1, 2), downsample=8, img_neck_channels=64,
+                          input_size=(96, 256), depth_bins=(1.0, 45.0, 1.0), bev_channels=16,
+                          encoder_channels=(16, 32, 64), bev_neck_channels=16, head_channels=16, aspp_channels=16,
+                          centre_channels=16)

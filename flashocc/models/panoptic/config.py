@@ -9,7 +9,7 @@ architecture, the centre decoding and the instance assignment:
   written for the nuScenes-devkit class order while its centre head predicts in config order
   (FlashOCC@4084861 projects/mmdet3d_plugin/models/detectors/bevdet_occ.py, ``detind2occind`` and
   ``occind2detind_cuda``). False (default) uses the correct mapping; True reproduces the released
-  behaviour, for comparing with the published RayPQ (docs/panoptic.md).
+  behaviour, for comparing with the published RayPQ (docs/panoptic.md, "Differences from the released code").
 * ``assign_radius``: 0 = no limit (official); > 0 leaves thing voxels farther than this many voxels
   from every centre of their class as one segment of their class.
 """
@@ -31,6 +31,7 @@ class PanopticConfig(ModelConfig):
     use_mask: bool = False
     class_balance: bool = True
     depth_loss_weight: float = 1.0
+    centre_head: bool = True             # False: the non-pano BEVDepthOCC of the same configs
     aspp_channels: int = 96              # DepthNet ASPP width (depthnet_cfg aspp_mid_channels)
     centre_channels: int = 64            # Centerness_Head share_conv_channel and head_conv
     centre_score_threshold: float = 0.3  # CenterPointBBoxCoder score_threshold
@@ -41,6 +42,7 @@ class PanopticConfig(ModelConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _require(self, [
+            ("centre_head", isinstance(self.centre_head, bool), "true or false"),
             ("aspp_channels", _positive_int(self.aspp_channels), "an integer > 0"),
             ("centre_channels", _positive_int(self.centre_channels), "an integer > 0"),
             ("centre_score_threshold", _number(self.centre_score_threshold) and 0 <= self.centre_score_threshold < 1,
@@ -52,6 +54,12 @@ class PanopticConfig(ModelConfig):
         ])
 
     def _check_family(self, where: str) -> None:
+        if not self.centre_head:
+            for name, default in (("centre_channels", 64), ("centre_score_threshold", 0.3), ("max_centres", 500),
+                                  ("official_class_mapping", False), ("assign_radius", 0.0)):
+                if getattr(self, name) != default:
+                    _refuse(name, f"{default!r}: it configures the centre head, and model.centre_head is false "
+                            f"{where}", getattr(self, name))
         names = self.grid.class_names
         missing = [n for n in ("car", "pedestrian", "barrier", "traffic_cone") if n not in names]
         if missing:
@@ -60,7 +68,8 @@ class PanopticConfig(ModelConfig):
 
     def data_requirements(self) -> dict[str, Any]:
         # The centre targets are read off the Occ3D-panoptic instance ids (panoptic/targets.py).
-        return {**super().data_requirements(), "load_instances": True}
+        needs = super().data_requirements()
+        return {**needs, "load_instances": True} if self.centre_head else needs
 
 
 __all__ = ["PanopticConfig"]

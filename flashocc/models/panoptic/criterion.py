@@ -35,16 +35,17 @@ INSTANCES_KEY = "voxel_instances"
 class PanopticCriterion(OccupancyCriterion):
     """``forward(outputs, batch, centres)``: ``centres`` is the centre head's dict of maps."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, centres: bool = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.centres = centres  # False: no centre head (BEVDepthOCC), no centre terms, no instance targets
         dx, dy, _ = self.grid.shape
         self.register_buffer("distance", L.distance_weights(dx, dy), persistent=False)
 
     def required_targets(self) -> tuple[str, ...]:
-        return super().required_targets() + (INSTANCES_KEY,)
+        return super().required_targets() + ((INSTANCES_KEY,) if self.centres else ())
 
     def check_targets(self, batch: Mapping[str, torch.Tensor]) -> None:
-        if INSTANCES_KEY not in batch:
+        if self.centres and INSTANCES_KEY not in batch:
             raise ValueError(f"train mode needs '{INSTANCES_KEY}' (Occ3D-panoptic instance ids: "
                              "data.load_instances=true) for the centre targets; call model.eval() for logits")
         super().check_targets(batch)
@@ -79,12 +80,13 @@ class PanopticCriterion(OccupancyCriterion):
     def forward(self, outputs: OccOutputs, batch: Mapping[str, torch.Tensor],
                 centres: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         self.check_targets(batch)
-        if centres is None:
+        if self.centres and centres is None:
             raise ValueError("the panoptic criterion needs the centre head's outputs")
         labels = batch["voxel_semantics"]
         mask = batch["mask_camera"] if self.use_mask else None
         out = self.occupancy_terms(outputs.logits, labels, mask)
-        out.update(self.centre_terms(centres, batch))
+        if self.centres:
+            out.update(self.centre_terms(centres, batch))
         ignore = self.grid.ignore_label
         if self.affinity_loss_weight > 0:
             out["loss_affinity"] = self.affinity_loss_weight * affinity_loss(

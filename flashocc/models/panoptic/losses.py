@@ -52,19 +52,19 @@ def _bce_one(x: torch.Tensor) -> torch.Tensor:
 
 def sem_scal_loss(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """probs (V, K) softmax, labels (V,) -> mean over present classes of the precision, recall and
-    specificity terms (a term is skipped when its denominator is 0, as upstream)."""
-    loss, count = probs.new_zeros(()), 0
-    for c in torch.unique(labels).tolist():
-        p, t = probs[:, c], (labels == c).float()
-        hit = (p * t).sum()
-        term = probs.new_zeros(())
-        if p.sum() > 0:
-            term = term + _bce_one(hit / p.sum())
-        term = term + _bce_one(hit / t.sum())
-        if (1 - t).sum() > 0:
-            term = term + _bce_one(((1 - p) * (1 - t)).sum() / (1 - t).sum())
-        loss, count = loss + term, count + 1
-    return loss / max(count, 1)
+    specificity terms (a term is skipped when its denominator is 0, as upstream). All classes at once."""
+    v, k = probs.shape
+    onehot = F.one_hot(labels.long(), k).to(probs.dtype)
+    hit = (probs * onehot).sum(0)
+    predicted, positives = probs.sum(0), onehot.sum(0)
+    negatives = v - positives
+    true_negatives = v - predicted - positives + hit          # sum((1 - p)(1 - t))
+    present = positives > 0
+    zero = torch.zeros_like(hit)
+    term = torch.where(predicted > 0, _bce_one(hit / predicted.clamp_min(EPS)), zero)
+    term = term + _bce_one(hit / positives.clamp_min(EPS))
+    term = term + torch.where(negatives > 0, _bce_one(true_negatives / negatives.clamp_min(EPS)), zero)
+    return term[present].sum() / present.sum().clamp_min(1)
 
 
 def geo_scal_loss(probs: torch.Tensor, labels: torch.Tensor, free_label: int) -> torch.Tensor:
@@ -79,20 +79,19 @@ def geo_scal_loss(probs: torch.Tensor, labels: torch.Tensor, free_label: int) ->
 
 
 def lovasz_softmax(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Lovász-softmax over the classes present in ``labels``: probs (V, K), labels (V,)."""
-    losses = []
-    for c in torch.unique(labels).tolist():
-        fg = (labels == c).float()
-        errors = (fg - probs[:, c]).abs()
-        errors, order = errors.sort(descending=True)
-        fg = fg[order]
-        gts = fg.sum()
-        intersection = gts - fg.cumsum(0)
-        union = gts + (1 - fg).cumsum(0)
-        jaccard = 1 - intersection / union
-        jaccard = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
-        losses.append(torch.dot(errors, jaccard))
-    return torch.stack(losses).mean() if losses else probs.sum() * 0.0
+    """Lovász-softmax over the classes present in ``labels``: probs (V, K), labels (V,); one sort of
+    every class's errors at once."""
+    k = probs.shape[1]
+    present = torch.bincount(labels.long(), minlength=k) > 0
+    if not present.any():
+        return probs.sum() * 0.0
+    fg = F.one_hot(labels.long(), k).to(probs.dtype)[:, present]
+    errors, order = (fg - probs[:, present]).abs().sort(dim=0, descending=True)
+    fg = fg.gather(0, order)
+    gts = fg.sum(0)
+    jaccard = 1 - (gts - fg.cumsum(0)) / (gts + (1 - fg).cumsum(0))
+    jaccard = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+    return (errors * jaccard).sum(0).mean()
 
 
 def gaussian_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0,

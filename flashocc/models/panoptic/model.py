@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from flashocc.batch import check_inputs
+from flashocc.errors import ConfigError
 from flashocc.geometry import sensor_to_key_ego
 from flashocc.grid import OCC3D_NUSCENES, OccGrid
 from flashocc.models.criterion import OccOutputs
@@ -37,6 +38,13 @@ class BEVDepthViewTransformer(LSSViewTransformer):
         self.depth_net = DepthNet(in_channels, in_channels, out_channels, self.num_depth, aspp_mid_channels,
                                   stereo=False)
 
+    def lift(self, feats: torch.Tensor, mlp_input: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``LiftSplat.lift`` with the (B, N, 27) camera vector; zeros when none is given (FLOP counting
+        on shapes only, models/flops.py)."""
+        if mlp_input is None:
+            mlp_input = feats.new_zeros(*feats.shape[:2], 27)
+        return super().lift(feats, mlp_input)
+
     def forward(self, feats: torch.Tensor, batch: Mapping[str, torch.Tensor],
                 indices: BevPoolIndices | None = None) -> Lifted:
         s2k = sensor_to_key_ego(batch["sensor2ego"], batch["ego2global"])
@@ -54,18 +62,19 @@ class BEVDepthPano(FlashOcc):
 
     def __init__(self, img_backbone: nn.Module, img_neck: nn.Module, img_view_transformer: nn.Module,
                  img_bev_encoder_backbone: nn.Module, img_bev_encoder_neck: nn.Module, occ_head: nn.Module,
-                 aux_centerness_head: nn.Module, criterion: PanopticCriterion, semantic_head: nn.Module | None = None,
+                 aux_centerness_head: nn.Module | None, criterion: PanopticCriterion,
+                 semantic_head: nn.Module | None = None,
                  *, grid: OccGrid = OCC3D_NUSCENES, max_centres: int = 500, score_threshold: float = 0.3,
                  official_class_mapping: bool = False, assign_radius: float = 0.0) -> None:
         super().__init__(img_backbone, img_neck, img_view_transformer, img_bev_encoder_backbone, img_bev_encoder_neck,
                          occ_head, criterion=criterion, semantic_head=semantic_head)
-        self.aux_centerness_head = aux_centerness_head
+        self.aux_centerness_head = aux_centerness_head  # None: BEVDepthOCC (no instances)
         self.grid = grid
         self.max_centres, self.score_threshold = max_centres, score_threshold
         self.official_class_mapping, self.assign_radius = official_class_mapping, assign_radius
 
     def forward_panoptic(self, batch: Mapping[str, torch.Tensor], indices: BevPoolIndices | None = None
-                         ) -> tuple[OccOutputs, dict[str, torch.Tensor]]:
+                         ) -> tuple[OccOutputs, dict[str, torch.Tensor] | None]:
         """(what the occupancy criterion reads, the centre head's maps), from one pass."""
         check_inputs(batch)
         lifted = self.lift_to_bev(self.encode_images(batch), batch, indices)
@@ -73,7 +82,8 @@ class BEVDepthPano(FlashOcc):
         logits = self.occ_head(bev)
         semantic = self.semantic_head(lifted.context) if self.semantic_head is not None and self.training else None
         outputs = OccOutputs(logits, lifted.depth, lifted.context, semantic, self.current_geometry(batch))
-        return outputs, self.aux_centerness_head(bev)
+        head = self.aux_centerness_head
+        return outputs, None if head is None else head(bev)
 
     def forward(self, batch: Mapping[str, torch.Tensor], indices: BevPoolIndices | None = None):
         if not self.training:
@@ -87,6 +97,10 @@ class BEVDepthPano(FlashOcc):
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """(labels (B, Dx, Dy, Dz) uint8, instance ids (B, Dx, Dy, Dz) int64 in the official ``pano_inst``
         convention). Unlike upstream, every batch element gets its instances, not only the first."""
+        if self.aux_centerness_head is None:
+            raise ConfigError(f"model.centre_head: predicting instances needs the centre head; preset "
+                              f"{getattr(getattr(self, 'config', None), 'name', '?')} was built without it "
+                              "(a non-pano BEVDepthOCC preset)")
         outputs, centres = self.forward_panoptic(batch, indices)
         labels = outputs.logits.argmax(dim=-1)
         found = decode_centres(centres["heatmap"], centres["reg"], centres["height"], self.grid, self.max_centres,

@@ -66,15 +66,20 @@ def centre_targets(instances: torch.Tensor, semantics: torch.Tensor, grid: OccGr
     cells, reg, height = [], [], []
     for i in range(b):
         inst, sem = instances[i].long(), semantics[i].long()
-        for seg in torch.unique(inst[inst > 0]).tolist():
-            where = (inst == seg).nonzero()                                 # (V, 3) x, y, z indices
+        occupied = (inst > 0).nonzero()                                     # one pass over the grid
+        seg_of = inst[occupied[:, 0], occupied[:, 1], occupied[:, 2]]
+        seg_of, order = seg_of.sort(stable=True)
+        occupied = occupied[order]
+        counts = torch.unique_consecutive(seg_of, return_counts=True)[1].tolist()
+        for where in occupied.split(counts):                                # (V, 3) x, y, z of one instance
             cls = int(torch.mode(sem[where[:, 0], where[:, 1], where[:, 2]]).values)
             if cls not in det_of:
                 continue
             centre = lower + (where.float() + 0.5).mean(0) * size           # metres
             extent = (where[:, :2].amax(0) - where[:, :2].amin(0) + 1).float()
             radius = max(MIN_RADIUS, int(gaussian_radius(float(extent[1]), float(extent[0]))))
-            pos = (centre[:2] - lower[:2]) / size[:2]                        # cell units (x, y)
+            # In cell units straight from the indices (exact; a round trip through metres is not).
+            pos = (where[:, :2].float() + 0.5).mean(0)                       # (x, y)
             col, row = int(pos[0]), int(pos[1])
             if not (0 <= col < dx and 0 <= row < dy):
                 continue

@@ -117,13 +117,25 @@ class SparseOccConfig:
     def temporal(self) -> bool:
         return self.num_frames > 1
 
+    @property
+    def bev_is_3d(self) -> bool:
+        return True  # no BEV map: 3D voxel features (train.channels_last does not apply)
+
     def check(self) -> SparseOccConfig:
-        """Cross-field checks happen on construction already (nothing here depends on override order)."""
+        """Cross-field checks that depend on override order (run when the config is resolved and built)."""
+        default = SparseOccConfig.__dataclass_fields__["overlap_threshold"].default
+        if not self.panoptic and self.overlap_threshold != default:
+            # SparseOccHead.merge_panoseg_single is the only reader (SparseOcc@af4d9df models/sparseocc_head.py).
+            raise ConfigError(f"model.overlap_threshold: expected {default} (the default) unless model.panoptic is "
+                              f"true: only the panoptic merge reads it (preset {self.name}), found "
+                              f"{self.overlap_threshold!r}")
         return self
 
     def data_requirements(self) -> dict[str, Any]:
-        """What the loader must give: the input size and ``num_frames - 1`` past camera frames."""
-        return {"input_size": tuple(self.input_size), "num_adjacent": self.num_frames - 1}
+        """What the loader must give: the input size, ``num_frames - 1`` past camera frames chosen as the
+        official loader does, one image augmentation for all of them, BGR 0..255 images and ``lidar2img``
+        (``DataConfig.pipeline = "sparseocc"``: flashocc.data.sparseocc_frames)."""
+        return {"input_size": tuple(self.input_size), "num_adjacent": self.num_frames - 1, "pipeline": "sparseocc"}
 
 
 def _pos_int(v: Any) -> bool:
