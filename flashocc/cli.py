@@ -375,9 +375,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", nargs="?", const="", default=None, metavar="DIR",
                    help="keep the ground-truth RayIoU casts in DIR (default ~/.cache/flashocc/rayiou-gt) so that "
                         "scoring another checkpoint on the same split casts only the predictions; same scores")
-    p.add_argument("--cache-max-gb", type=float, default=4.0,
+    p.add_argument("--cache-max-gb", type=float, default=4.0, metavar="GB",
                    help="size bound of --cache; the entries used longest ago go first (default 4; Occ3D val "
-                        "needs about 2.7)")
+                        "with 8 origins needs about 2.5)")
     p.add_argument("--json", metavar="OUT", help="also write the results to this JSON file")
     p.set_defaults(func=_run_evaluate)
 

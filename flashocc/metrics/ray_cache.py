@@ -8,8 +8,8 @@ grid is a different key, never a stale hit. It holds, for the K x R rays of the 
 hit an occupied GT voxel (only those are scored) and, for those, the hit's class and its distance
 exactly as ``RayIoU`` computes it (float32 metres), so a hit gives bit-identical scores.
 
-Files: ``<root>/<key[:2]>/<key>.gtrays``, about 0.45 MB per sample with 8 origins (Occ3D val, 6,019
-samples: about 2.7 GB). They are written atomically (``flashocc.atomic.atomic_write``) and carry a
+Files: ``<root>/<key[:2]>/<key>.gtrays``, about 0.42 MB per sample with 8 origins (Occ3D val, 6,019
+samples: about 2.5 GB). They are written atomically (``flashocc.atomic.atomic_write``) and carry a
 CRC-32, so a torn, truncated, foreign or corrupted file is a miss (cast again and rewritten), never a
 wrong score or a crash. The cache stays under ``max_bytes`` (default 4 GB) by deleting the entries
 used longest ago. A cache folder that cannot be written only turns the cache off, with a warning.
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT = b"FOCCGTR1"                 # bump when the entry layout or what a cast computes changes
 SUFFIX = ".gtrays"
-DEFAULT_MAX_BYTES = 4_000_000_000     # 4 GB; the Occ3D val split with 8 origins needs about 2.7 GB
+DEFAULT_MAX_BYTES = 4_000_000_000     # 4 GB; the Occ3D val split with 8 origins needs about 2.5 GB
 _HEADER = struct.Struct("<8s32sQQ")  # format, key, rays, scored rays
 _CRC = struct.Struct("<I")
 

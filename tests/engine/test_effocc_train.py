@@ -16,7 +16,9 @@ CAMERA_MICRO = ["model.input_size=(64,176)", "model.img_neck_channels=32", "mode
                 "model.fuser_channels=16"]
 
 
-@pytest.mark.parametrize("preset, extra", [("effocc-fusion-tiny", CAMERA_MICRO), ("effocc-lidar-tiny", [])])
+# The fusion run (~30 s on 2 cores) is opt-in (`-m slow`); the LiDAR-only run covers the LiDAR path by default.
+@pytest.mark.parametrize("preset, extra", [pytest.param("effocc-fusion-tiny", CAMERA_MICRO, marks=pytest.mark.slow),
+                                           ("effocc-lidar-tiny", [])])
 def test_effocc_train_eval_predict(synth_root, tmp_path, capsys, preset, extra):
     run = tmp_path / "run"
     assert main(["train", preset, *EFFOCC_MICRO, *extra, "train.max_iters=2", "--data", str(synth_root),

@@ -213,3 +213,11 @@ def test_flashocc_evaluate_cache_flag(occ3d, tmp_path, capsys):
     assert "0 samples reused, 2 cast" in results[1][1]
     assert "2 samples reused, 0 cast" in results[2][1]
     assert len(list((tmp_path / "cache").rglob("*.gtrays"))) == 2
+
+
+def test_cache_size_flag_is_checked(tmp_path, capsys):
+    from flashocc.cli import main
+
+    code = main(["evaluate", "--pred", str(tmp_path), "--gt", str(tmp_path), "--cache", str(tmp_path / "c"),
+                 "--cache-max-gb", "0"])
+    assert code != 0 and "--cache-max-gb: expected a size in GB > 0, found 0.0" in capsys.readouterr().err
