@@ -107,6 +107,14 @@ class OccupancyCriterion(nn.Module):
         mask = batch["mask_camera"] if self.use_mask else None
         ignore = self.grid.ignore_label
         out = {"loss_occ": occupancy_loss(outputs.logits, labels, mask, self.class_weights, ignore)}
+        out.update(self.auxiliary_terms(outputs, batch, labels, mask))
+        return out
+
+    def auxiliary_terms(self, outputs: OccOutputs, batch: Mapping[str, torch.Tensor], labels: torch.Tensor,
+                        mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The affinity, depth and per-pixel class terms, shared by every family built on this criterion."""
+        ignore = self.grid.ignore_label
+        out: dict[str, torch.Tensor] = {}
         if self.affinity_loss_weight > 0:
             out["loss_affinity"] = self.affinity_loss_weight * affinity_loss(
                 outputs.logits, labels, mask, self.grid.free_label, ignore)

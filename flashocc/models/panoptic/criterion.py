@@ -20,10 +20,8 @@ from collections.abc import Mapping
 import torch
 
 from flashocc.models.criterion import OccOutputs, OccupancyCriterion
-from flashocc.models.losses import affinity_loss, cell_depth_loss, depth_loss, semantic_loss
 from flashocc.models.panoptic import losses as L
 from flashocc.models.panoptic.targets import centre_targets
-from flashocc.models.ray_targets import ray_targets
 
 FOCAL_WEIGHT = 100.0
 SCAL_WEIGHT = 1.0
@@ -87,24 +85,7 @@ class PanopticCriterion(OccupancyCriterion):
         out = self.occupancy_terms(outputs.logits, labels, mask)
         if self.centres:
             out.update(self.centre_terms(centres, batch))
-        ignore = self.grid.ignore_label
-        if self.affinity_loss_weight > 0:
-            out["loss_affinity"] = self.affinity_loss_weight * affinity_loss(
-                outputs.logits, labels, mask, self.grid.free_label, ignore)
-        rays = None
-        if self.uses_ray_targets:
-            start, stop, _ = self.depth_bins
-            rays = ray_targets({**outputs.geometry, "voxel_semantics": labels}, self.input_size, self.downsample,
-                               (float(start), float(stop)), self.grid)
-        if self.depth_loss_weight > 0:
-            if self.depth_target == "occupancy":
-                loss = cell_depth_loss(outputs.depth, rays[0], self.depth_bins, self.sid)
-            else:
-                loss = depth_loss(outputs.depth, batch["gt_depth"], self.downsample, self.depth_bins, self.sid)
-            out["loss_depth"] = self.depth_loss_weight * loss
-        if self.semantic_loss_weight > 0:
-            out["loss_semantic"] = self.semantic_loss_weight * semantic_loss(outputs.semantic, rays[1],
-                                                                             self.class_weights, ignore)
+        out.update(self.auxiliary_terms(outputs, batch, labels, mask))
         return out
 
     def extra_repr(self) -> str:
