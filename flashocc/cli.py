@@ -39,15 +39,18 @@ def _run_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = f"{'name':<18} {'params':>12} {'input (HxW)':>12} {'GFLOPs':>8} {'GMACs':>7}  description"
+    header = f"{'name':<18} {'weights':<7} {'params':>12} {'input (HxW)':>12} {'GFLOPs':>8} {'GMACs':>7}  description"
     print(header)
     print("-" * len(header))
     for r in rows:
         gflops = "-" if r.get("gflops") is None else f"{r['gflops']:.1f}"
         gmacs = "-" if r.get("gmacs") is None else f"{r['gmacs']:.1f}"
         size = f"{r['input_size'][0]}x{r['input_size'][1]}"
-        print(f"{r['name']:<18} {r['params']:>12,} {size:>12} {gflops:>8} {gmacs:>7}  {r['description']}")
+        weights = "bundled" if r.get("bundled") else "-"
+        print(f"{r['name']:<18} {weights:<7} {r['params']:>12,} {size:>12} {gflops:>8} {gmacs:>7}  {r['description']}")
     print("\nGFLOPs count 2 per multiply-add; the official README's FLOPs column counts multiply-adds (GMACs).")
+    print("weights: 'bundled' presets ship pretrained weights (trained on the synthetic world only): "
+          "build_model(name, pretrained=True).")
     return 0
 
 
@@ -214,23 +217,35 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="generate synthetic data, train flashocc-tiny, evaluate and render (no downloads)")
-    p.add_argument("--out", default="runs/demo", help="output folder (report.json, pictures, checkpoint)")
-    p.add_argument("--minutes", type=float, default=15.0, help="training time budget in minutes")
-    p.add_argument("--data", help="synthetic set to use or create (default: OUT/data, reused when present)")
+    p = sub.add_parser(
+        "demo", help="score a bundled model on fresh synthetic scenes and draw pictures (minutes, no downloads)",
+        description="Default: generate a small held-out synthetic set, run the preset's bundled weights on it, "
+                    "score mIoU and RayIoU, write pictures and report.json. --train trains the preset from "
+                    "scratch on a larger synthetic set first; --minutes or key=value overrides imply --train.")
+    p.add_argument("--train", action="store_true",
+                   help="train the preset from scratch first (implied by --minutes or overrides)")
+    p.add_argument("--minutes", type=float, help="training time budget in minutes (default 15); implies --train")
+    p.add_argument("--out", default="runs/demo", help="output folder (report.json, pictures; the checkpoint with --train)")
+    p.add_argument("--data", help="synthetic set to use or create (default: OUT/eval_data, or OUT/data with --train; "
+                                  "reused when complete)")
     p.add_argument("--preset", default="flashocc-tiny-demo",
-                   help="model preset to train, with its own recipe (default: flashocc-tiny with the demo's aids)")
+                   help="model preset: one with bundled weights ('flashocc models' marks them), any preset with "
+                        "--train (default: flashocc-tiny-demo)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo run in OUT (keeps its data)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for the training run")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides for the training run (imply --train)")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from flashocc.engine.demo import run_demo
 
+    train = args.train or args.minutes is not None or bool(args.overrides)
+    if train and not args.train:
+        print("flashocc demo: --minutes / overrides given: training from scratch (--train)")
     report = run_demo(args.out, minutes=args.minutes, data=args.data, preset=args.preset, device=args.device,
-                      overrides=args.overrides, overwrite=args.overwrite)
+                      overrides=args.overrides, overwrite=args.overwrite, train=train)
     print(report["summary"])
     return 0
 
@@ -489,6 +504,14 @@ def _run_export(args: argparse.Namespace) -> int:
 
     from flashocc.deploy.onnx import export_preset
 
+    from flashocc.models.presets import get_config
+
+    if (args.int8 or args.fp16) and get_config(args.preset).family == "effocc":
+        from flashocc.errors import ConfigError
+
+        # INT8 calibration and the FP16 keep-float rules are written for the camera graphs' inputs and scopes.
+        raise ConfigError(f"--int8 / --fp16: the {args.preset} graph is exported in fp32 only (quantisation is "
+                          "calibrated and checked for the camera presets)")
     out = export_preset(args.preset, args.out, checkpoint=args.checkpoint, mode=args.mode, opset=args.opset,
                         batch_size=args.batch, accumulate=getattr(torch, args.accumulate))
     files = {"fp32": str(out)}
@@ -529,6 +552,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-samples", type=int, default=4, help="INT8 calibration samples (default 4)")
     p.add_argument("--no-ablation", action="store_true", help="skip the 2D vs 3D head ablation")
     p.add_argument("--workdir", help="keep the exported graphs and engines here")
+    p.add_argument("--points", type=int, default=34_000,
+                   help="EFFOcc presets: synthetic LiDAR points per sample (default 34000, about one nuScenes sweep)")
     p.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT")
     p.set_defaults(func=_run_bench)
 
@@ -540,7 +565,7 @@ def _run_bench(args: argparse.Namespace) -> int:
                       precisions=tuple(s.strip() for s in args.precision.split(",") if s.strip()),
                       batch_size=args.batch, repeats=args.repeats, threads=args.threads, checkpoint=args.checkpoint,
                       mode=args.mode, calib_samples=args.calib_samples, ablation=not args.no_ablation,
-                      workdir=args.workdir)
+                      workdir=args.workdir, points=args.points)
     report = run_bench(cfg)
     print(format_table(report))
     if args.json:

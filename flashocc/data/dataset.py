@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from flashocc.batch import LIST_KEYS
+from flashocc.data import jpeg as J
 from flashocc.data import lidar as L
 from flashocc.data import transforms as T
 from flashocc.data.infos import SampleInfo, load_infos
@@ -86,6 +87,10 @@ class DataConfig:
     # choice of the 7 past frames, one resize/crop/flip draw for all images, images as BGR 0..255 (the model
     # normalises them) and the lidar2img / ego2lidar keys.
     pipeline: Literal["flashocc", "sparseocc"] = "flashocc"
+    # JPEG decode reduced in the DCT (flashocc.data.jpeg), exact geometry, slightly different pixels:
+    # "train" = training sets only, so evaluation keeps the official PIL preprocessing bit for bit;
+    # "always" = evaluation too; "off" = never.
+    fast_decode: Literal["off", "train", "always"] = "train"
 
     def __post_init__(self) -> None:
         # Each check is a callable so that a malformed value (None, a 3-tuple) fails its own check
@@ -142,6 +147,7 @@ class DataConfig:
              "'' when data.labeled_fraction is set (give one of the two)"),
             ("label_subset", lambda: self.label_subset in ("nested", "effocc"), "one of nested, effocc"),
             ("pipeline", lambda: self.pipeline in ("flashocc", "sparseocc"), "one of flashocc, sparseocc"),
+            ("fast_decode", lambda: self.fast_decode in ("off", "train", "always"), "one of off, train, always"),
         ]
         for name, ok, expected in checks:
             if not ok():
@@ -266,22 +272,29 @@ class OccDataset(Dataset):
         imgs, s2e, e2g, intrins, post_rots, post_trans = [], [], [], [], [], []
         augs: list[T.ImageAug] = []
         done: dict[Path, torch.Tensor] = {}  # a frame repeated at a scene start is decoded once
+        fast = cfg.fast_decode == "always" or (cfg.fast_decode == "train" and self.train)
         for frame_i, frame in enumerate(frames):
             sizes = []
             for cam_i, name in enumerate(cfg.cameras):
                 cam = frame.cams[name]
                 path = resolve_data_path(self.root, cam.image_path, frame.token, f"{name} image")
                 if path not in done:
-                    img = T.load_image(path, frame.token)
-                    T.check_image_fits_intrinsics(img.size, cam.intrinsics, path, frame.token)
-                    self._check_same_intrinsics_same_size(name, cam.intrinsics, img.size, path, frame.token)
-                    sizes.append((name, path, img.size, cam.intrinsics))
+                    # The fast path reads the size from the header: the reduction depends on the augmentation.
+                    img = None if fast else T.load_image(path, frame.token)
+                    size = J.image_size(path, frame.token) if fast else img.size
+                    T.check_image_fits_intrinsics(size, cam.intrinsics, path, frame.token)
+                    self._check_same_intrinsics_same_size(name, cam.intrinsics, size, path, frame.token)
+                    sizes.append((name, path, size, cam.intrinsics))
                     if frame_i == 0:
-                        self._check_size(img.size, frame.token, path)
+                        self._check_size(size, frame.token, path)
                         # SparseOcc: one draw for all images (SparseOcc@af4d9df RandomTransformImage)
-                        augs.append(augs[0] if sparse and augs else T.sample_image_aug(cfg, img.size, rng, self.train))
+                        augs.append(augs[0] if sparse and augs else T.sample_image_aug(cfg, size, rng, self.train))
                     # every frame reuses its camera's augmentation (PrepareImageInputs.get_inputs)
-                    augmented = T.augment_image(img, augs[cam_i])
+                    if fast:
+                        reduced = J.load_reduced(path, frame.token, augs[cam_i].resize_dims)
+                        augmented = J.augment_reduced(reduced, augs[cam_i])
+                    else:
+                        augmented = T.augment_image(img, augs[cam_i])
                     done[path] = _bgr_255(augmented) if sparse else T.normalize_image(augmented)
                 imgs.append(done[path])
                 rot, tran = augs[cam_i].matrices()

@@ -148,7 +148,12 @@ def augment_image(img: Image.Image, aug: ImageAug) -> Image.Image:
     counter-clockwise, nearest, no expand.
     """
     img = img.resize(aug.resize_dims, Image.Resampling.BICUBIC)
-    img = img.crop(aug.crop)
+    return flip_rotate(img.crop(aug.crop), aug)
+
+
+def flip_rotate(img: Image.Image, aug: ImageAug) -> Image.Image:
+    """The flip and rotation of ``augment_image`` on an already resized and cropped image (shared with
+    the reduced-decode path, flashocc.data.jpeg.augment_reduced)."""
     if aug.flip:
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     if aug.rotate_deg != 0.0:

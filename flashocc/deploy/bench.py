@@ -54,6 +54,7 @@ class BenchConfig:
     workdir: str | None = None          # where exported/quantised graphs go (default: a temp dir)
     seed: int = 0
     isolate: bool = True                # each CPU measurement in a fresh process (own peak memory)
+    points: int = 34_000                # EFFOcc presets: synthetic LiDAR points per sample (deploy/effocc_bench.py)
 
 
 @dataclass
@@ -81,6 +82,7 @@ class BenchReport:
     config: dict = field(default_factory=dict)
     stage_gflop: dict[str, float] = field(default_factory=dict)  # eager-model GFLOP per stage (whole batch)
     peak_gflops_per_s: float | None = None                       # large fp32 GEMM timed in this run
+    stages: list[str] = field(default_factory=lambda: list(STAGES))  # the table's stage columns (EFFOcc: its own)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -364,11 +366,15 @@ def run_bench(cfg: BenchConfig) -> BenchReport:
     torch.manual_seed(cfg.seed)
     device = resolve_device("auto")
     model = build_model(cfg.preset)
-    if getattr(model.config, "family", "") == "effocc":
-        from flashocc.errors import ConfigError
+    if getattr(model.config, "family", "") == "effocc":  # LiDAR(-camera) stages: flashocc/deploy/effocc_bench.py
+        from flashocc.deploy.effocc_bench import bench_stages, effocc_bench_rows
 
-        raise ConfigError(f"flashocc bench {cfg.preset}: the EFFOcc (LiDAR) presets are not benchmarked yet (bench "
-                          "times the camera stages and ONNX backends); time them in PyTorch with flashocc eval")
+        with tempfile.TemporaryDirectory(prefix="flashocc_bench_") as tmp:
+            workdir = Path(cfg.workdir or tmp)
+            workdir.mkdir(parents=True, exist_ok=True)
+            rows = [BenchRow(**r) for r in effocc_bench_rows(cfg, model, device, workdir)]
+        return BenchReport(cfg.preset, cfg.batch_size, _device_name(device), rows, [], asdict(cfg),
+                           stages=bench_stages(model))
     temporal = bool(model.config.temporal)
     if temporal and cfg.mode != "full":
         log.warning("%s is temporal: timing the full graph (its pooling indices change every frame)", cfg.preset)
@@ -500,14 +506,14 @@ def format_table(report: BenchReport) -> str:
     def ms(v: float | None) -> str:
         return "-" if v is None else f"{v:.1f}"
 
-    head = (f"{'backend':<14}{'prec':<6}" + "".join(f"{s:>15}" for s in STAGES)
+    head = (f"{'backend':<14}{'prec':<6}" + "".join(f"{s:>15}" for s in report.stages)
             + f"{'total ms':>10}{'FPS':>8}{'mem MiB':>9}{'agree %':>9}")
     lines = [f"{report.preset}  batch {report.batch_size}  {report.device}  (median ms per stage)", head, "-" * len(head)]
     for r in report.rows:
         if r.status != "ok":
             lines.append(f"{r.backend:<14}{r.precision:<6}{r.status}: {r.reason}")
             continue
-        stages = "".join(f"{ms(r.stages_ms.get(s)):>15}" for s in STAGES)
+        stages = "".join(f"{ms(r.stages_ms.get(s)):>15}" for s in report.stages)
         agree = "-" if r.agreement is None else f"{100 * r.agreement:.3f}"
         lines.append(f"{r.backend:<14}{r.precision:<6}{stages}{ms(r.total_ms):>10}{r.fps:>8.2f}"
                      f"{ms(r.peak_mem_mib):>9}{agree:>9}")

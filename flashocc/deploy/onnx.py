@@ -79,6 +79,9 @@ class ExportSpec:
     opset: int
     num_cameras: int = 6                 # views of the exported img input (3·N for temporal models)
     temporal: bool = False               # frames [t, t-1, t-2] in one graph (TemporalOccGraph)
+    # The graph's input names in order when they are not the mode's camera layout: EFFOcc graphs
+    # (flashocc.deploy.effocc_export) take points, num_points [, camera inputs, lidar_depth].
+    inputs: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -86,7 +89,7 @@ class ExportSpec:
     @classmethod
     def from_json(cls, text: str) -> ExportSpec:
         d = json.loads(text)
-        tuples = ("input_size", "depth_bins", "lower", "interval", "grid_size", "output_shape")
+        tuples = ("input_size", "depth_bins", "lower", "interval", "grid_size", "output_shape", "inputs")
         return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})
 
 
@@ -158,12 +161,11 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, mode: str = "full", op
     if mode not in MODES:
         raise ValueError(f"export mode must be one of {MODES}, got '{mode}'")
     if getattr(model.config, "family", "") == "effocc":
-        from flashocc.errors import ConfigError
+        # Points, LiDAR depth and (dense encoder only) the LiDAR branch; sparse presets get a ConfigError there.
+        from flashocc.deploy.effocc_export import export_effocc
 
-        # Its graph inputs are a variable-length point list and (sparse presets) rulebooks built per frame.
-        raise ConfigError(f"{model.config.name}: ONNX export of the EFFOcc (LiDAR) presets is not supported yet; "
-                          "export covers the camera presets (flashocc models lists them). Run EFFOcc in PyTorch "
-                          "(flashocc predict / eval)")
+        return export_effocc(model, out, mode=mode, opset=opset, batch_size=batch_size, accumulate=accumulate,
+                             exporter=exporter, spec_cls=ExportSpec, write_metadata=_write_metadata)
     temporal = bool(getattr(model.config, "temporal", False))
     if temporal and mode != "full":
         raise ValueError(f"{model.config.name} is temporal: its pooling indices change with every frame's ego "

@@ -15,6 +15,7 @@ import os
 import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,14 @@ def graph_feeds(spec: ExportSpec, batch: Mapping[str, object], index_cache: Pool
                 source: str = "the graph") -> list[dict[str, np.ndarray]]:
     """Input dicts of an exported graph for ``batch``, one per exported-batch-size chunk.
     ``precomputed`` graphs need ``index_cache`` (a ``PoolIndexCache(spec)``)."""
+    if "points" in spec.inputs:  # EFFOcc: padded points (+ LiDAR depth), camera inputs as a camera graph's
+        from flashocc.deploy.effocc_export import effocc_feeds
+
+        camera_spec = replace(spec, inputs=())
+        if spec.mode == "precomputed" and index_cache is None:
+            index_cache = PoolIndexCache(spec)
+        camera = (lambda chunk: graph_feeds(camera_spec, chunk, index_cache, source)[0]) if spec.num_cameras else None
+        return effocc_feeds(spec, batch, camera, source)
     tensors = as_tensor_batch(batch)
     b = tensors["img"].shape[0]
     size = spec.batch_size

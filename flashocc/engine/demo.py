@@ -1,37 +1,63 @@
-"""``flashocc demo``: the one-command main job on a fresh machine with no data.
+"""``flashocc demo``: the one-command first contact on a fresh machine with no data.
 
-Generate (or reuse) a synthetic driving set, train ``flashocc-tiny-demo`` (flashocc-tiny with the
-demo's training aids and recipe) for a time budget, evaluate
-mIoU and RayIoU on held-out synthetic scenes, render pictures and write ``report.json``.
+Default: generate only a small held-out synthetic set (a seed no training set uses), run a preset's
+bundled weights on it (flashocc/models/pretrained.py), score mIoU and RayIoU, draw pictures and write
+``report.json``: a few minutes on 2 CPU cores. ``--train`` (implied by ``--minutes`` or config
+overrides) trains the preset from scratch on a larger synthetic set first (engine/demo_train.py).
 """
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
-from flashocc.config import load_run_config
+from flashocc.config import RunConfig, load_run_config
 from flashocc.data.synth import SynthConfig, generate_synthetic_set, synthetic_set_problem
 from flashocc.data.synth.marker import config_record, generator_files, written_config
+from flashocc.engine.demo_pictures import PredictionRecorder, render_demo_pictures
+from flashocc.engine.demo_train import DEFAULT_MINUTES, balanced_class_weights, train_demo
 from flashocc.engine.distributed import setup_distributed
-from flashocc.engine.evaluate import eval_dataset, evaluate_model, load_model_for_inference, predictions
-from flashocc.engine.train import train
+from flashocc.engine.evaluate import eval_dataset, eval_infos_path, evaluate_model
 from flashocc.errors import RunFolderError
 from flashocc.metrics.evaluate import write_json
 
 log = logging.getLogger(__name__)
 
-# The demo's synthetic set: small images (the model sees 128x352) keep generation and decoding cheap.
-# The camera demo reads no LiDAR sweeps; without them the set is 0.27 GB instead of 1.9 GB.
+__all__ = ["DEMO_PRESET", "DEMO_SYNTH", "EVAL_SEED", "balanced_class_weights", "ensure_synthetic_set",
+           "eval_synth_config", "run_demo", "train_synth_config"]
+
+# The --train demo's synthetic set: small images (the model sees 96x256) keep generation and decoding
+# cheap. The camera demo reads no LiDAR sweeps; without them the set is 0.27 GB instead of 1.9 GB.
 DEMO_SYNTH = SynthConfig(scenes=12, frames_per_scene=24, seed=0, image_size=(704, 396), workers=2, lidar_sweeps=0)
 
-# What the demo trains: the preset flashocc-tiny-demo carries its training aids (models/presets.py) and
-# its short-budget recipe (flashocc.config.RECIPES), so `flashocc train flashocc-tiny-demo` trains the
-# same outside the demo. The demo adds only what depends on its data and flags: class weights measured
-# on the synthetic set (balanced_class_weights) and the time budget (--minutes).
+# What the demo runs by default: the preset flashocc-tiny-demo carries its training aids
+# (models/presets.py) and its short-budget recipe (flashocc.config.RECIPES), so `flashocc train
+# flashocc-tiny-demo` trains the same outside the demo.
 DEMO_PRESET = "flashocc-tiny-demo"
+
+# The default demo's held-out set: a seed no training set uses (the --train set and the bundled
+# weights' training sets use others), every scene in infos_val.pkl.
+EVAL_SEED = 1018
+EVAL_SCENES, EVAL_FRAMES = 2, 12
+
+
+def eval_synth_config(cfg: RunConfig, scenes: int = EVAL_SCENES, frames: int = EVAL_FRAMES) -> SynthConfig:
+    """The held-out set for ``cfg``'s model: rendered at the width the model reads (16:9 like the
+    704x396 training sets, so the resize-and-bottom-crop gives the same view), with the LiDAR sweeps
+    a points model reads at test time and none otherwise."""
+    width = int(cfg.model.input_size[1])
+    sweeps = int(cfg.data.sweeps_used) if cfg.data.load_points or cfg.data.load_lidar_depth else 0
+    return SynthConfig(scenes=scenes, frames_per_scene=frames, seed=EVAL_SEED,
+                       image_size=(width, int(round(width * 396 / 704))), val_scenes=scenes, workers=2,
+                       lidar_sweeps=sweeps)
+
+
+def train_synth_config(preset: str) -> SynthConfig:
+    """The --train set for ``preset``: DEMO_SYNTH, with the 10 LiDAR sweeps per keyframe a points
+    model reads (the set the EFFOcc 15-minute comparison in docs/benchmarks.md used)."""
+    data = load_run_config(preset).data
+    return replace(DEMO_SYNTH, lidar_sweeps=10) if data.load_points or data.load_lidar_depth else DEMO_SYNTH
 
 
 def ensure_synthetic_set(root: Path, config: SynthConfig = DEMO_SYNTH, require_config: bool = True) -> Path:
@@ -52,8 +78,8 @@ def ensure_synthetic_set(root: Path, config: SynthConfig = DEMO_SYNTH, require_c
     try:
         old_files = generator_files(root)  # refuse before saying anything about regenerating
     except RunFolderError as exc:
-        raise RunFolderError(f"flashocc demo --data: {exc}. The demo trains on a synthetic set it generates; "
-                             f"train on real data with 'flashocc train'") from None
+        raise RunFolderError(f"flashocc demo --data: {exc}. The demo runs on synthetic sets it generates; "
+                             f"on real data use 'flashocc eval' or 'flashocc train'") from None
     if old_files:
         log.warning("not reusing %s: %s; regenerating it", root, problem)
     log.info("generating a synthetic set at %s: %d scenes x %d frames", root, config.scenes, config.frames_per_scene)
@@ -64,91 +90,78 @@ def ensure_synthetic_set(root: Path, config: SynthConfig = DEMO_SYNTH, require_c
     return root
 
 
-def balanced_class_weights(root: Path, infos: str = "infos_train.pkl", max_samples: int = 120,
-                           power: float = 0.5, clip: tuple[float, float] = (0.05, 10.0)) -> tuple[float, ...]:
-    """Loss weights (median frequency / f_c) ** power from the camera-visible labels of the training set.
-
-    mIoU weighs every class equally while free space and the road hold most voxels; within a short
-    budget the unweighted loss only learns the ground. Classes never seen get weight 1.
-    """
-    from flashocc.data.infos import load_infos
-    from flashocc.data.occ3d import load_labels
-
-    samples = load_infos(root / infos)
-    counts = np.zeros(18, dtype=np.float64)
-    for sample in samples[:: max(1, len(samples) // max_samples)]:
-        labels = load_labels(root / sample.occ_path, sample.token)
-        counts += np.bincount(labels.semantics[labels.mask_camera.astype(bool)], minlength=18)[:18]
-    seen = counts > 0
-    weights = np.ones(18)
-    weights[seen] = np.clip((np.median(counts[seen]) / counts[seen]) ** power, *clip)
-    return tuple(round(float(w), 4) for w in weights)
-
-
-def render_pictures(model, dataset, device, out: Path, count: int = 2) -> list[str]:
-    """Prediction vs ground truth (BEV + 3D + error map) and the 3D prediction for the first val frames."""
-    from flashocc.viz import render_comparison, render_overview, save_image
-
-    written = []
-    for i, (batch, labels) in enumerate(predictions(model, dataset, device)):
-        if i >= count:
-            break
-        token = batch["tokens"][0]
-        gt = batch["voxel_semantics"][0].numpy()
-        mask = batch["mask_camera"][0].numpy()
-        written.append(str(save_image(render_comparison(labels[0], gt, mask), out / f"pred_vs_gt_{i}_{token}.png")))
-        written.append(str(save_image(render_overview(labels[0], mask=mask), out / f"pred_{i}_{token}.png")))
-    return written
-
-
-def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, data: str | Path | None = None,
+def run_demo(out: str | Path = "runs/demo", minutes: float | None = None, data: str | Path | None = None,
              preset: str = DEMO_PRESET, device: str = "auto", overrides: list[str] | tuple[str, ...] = (),
-             overwrite: bool = False) -> dict:
+             overwrite: bool = False, train: bool | None = None, eval_scenes: int = EVAL_SCENES,
+             eval_frames: int = EVAL_FRAMES) -> dict:
+    """The demo into ``out``: bundled weights on a small held-out set, or (``train``, implied by
+    ``minutes`` or ``overrides``) training from scratch first; returns the report it writes."""
     out = Path(out)
     earlier = [name for name in ("report.json", "train") if (out / name).exists()]
     if earlier and not overwrite:
         raise RunFolderError(f"{out} already holds a demo run ({', '.join(earlier)}); pass --overwrite to replace it "
                              f"(the synthetic data in it is kept and reused) or choose a new --out")
+    train = bool(train or minutes is not None or overrides)
+    if not train:
+        from flashocc.models.pretrained import require_bundled_weights
+
+        require_bundled_weights(preset)  # a preset without weights fails before any data is made
     out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     started = time.perf_counter()
-    data_root = ensure_synthetic_set(Path(data) if data else out / "data", require_config=data is None)
-    weights = balanced_class_weights(data_root)
-    cfg = load_run_config(preset, [f"model.class_weights={list(weights)}",
-                                   f"train.max_minutes={minutes}", *overrides])
-    summary = train(cfg, data_root, out / "train", device=device, overwrite=overwrite)
+    if train:
+        data_root = ensure_synthetic_set(Path(data) if data else out / "data", train_synth_config(preset),
+                                         require_config=data is None)
+        minutes = DEFAULT_MINUTES if minutes is None else minutes
+        return train_demo(out, data_root, preset, minutes, device, overrides, overwrite,
+                          timing={"data": time.perf_counter() - started})
+    cfg = load_run_config(preset)
+    data_root = ensure_synthetic_set(Path(data) if data else out / "eval_data",
+                                     eval_synth_config(cfg, eval_scenes, eval_frames), require_config=data is None)
+    return bundled_demo(out, cfg, data_root, device, timing={"data": time.perf_counter() - started})
+
+
+def bundled_demo(out: Path, cfg: RunConfig, data_root: Path, device: str = "auto",
+                 timing: dict[str, float] | None = None) -> dict:
+    """Score ``cfg``'s preset with its bundled weights on ``data_root``'s infos_val, draw the pictures and
+    write ``out/report.json`` (measured scores beside the ones the manifest documents)."""
+    from flashocc.models.presets import build_model
+    from flashocc.models.pretrained import load_bundled_weights, require_bundled_weights
+
+    timing = dict(timing or {})
+    preset = cfg.model.name
+    entry = require_bundled_weights(preset)
+    started = time.perf_counter()
     info = setup_distributed(device)
-    model = load_model_for_inference(cfg, out / "train" / "last.pt", info.device, use_ema=cfg.train.ema)
+    model = load_bundled_weights(build_model(cfg.model), preset).to(info.device)
     dataset = eval_dataset(cfg, data_root)
-    result = evaluate_model(model, dataset, info.device, ("miou", "rayiou"), progress=True, grid=cfg.model.grid)
-    pictures = render_pictures(model, dataset, info.device, out)
-    curve = _loss_curve(out / "train" / "metrics.jsonl")
+    recorder = PredictionRecorder()
+    result = evaluate_model(model, dataset, info.device, ("miou", "rayiou"), progress=True, grid=cfg.model.grid,
+                            on_batch=recorder)
+    timing["inference_scoring"] = time.perf_counter() - started
+    started = time.perf_counter()
+    pictures = render_demo_pictures(recorder.frames, dataset.samples, eval_infos_path(cfg, data_root), data_root,
+                                    out, grid=cfg.model.grid)
+    timing["pictures"] = time.perf_counter() - started
+    documented = {k: v for k, v in entry.scores.items() if k in ("mIoU", "RayIoU")}
     report = {
-        "preset": cfg.model.name, "mIoU": result["mIoU"], "RayIoU": result["RayIoU"],
+        "mode": "bundled", "preset": preset, "mIoU": result["mIoU"], "RayIoU": result["RayIoU"],
         **{k: v for k, v in result.items() if k.startswith("RayIoU@")},
-        "train_minutes": summary["train_minutes"], "samples_seen": summary["samples_seen"], "steps": summary["steps"],
         "val_samples": result["num_samples"], "mIoU_per_class": result["mIoU_per_class"],
-        "loss_curve": curve, "pictures": pictures, "data": str(data_root), "checkpoint": summary["checkpoint"],
-        "synthetic_set": written_config(data_root),  # what the marker says was generated (DEMO_SYNTH by default)
-        "total_minutes": (time.perf_counter() - started) / 60,
+        "bundled_weights": {"file": entry.file, "sha256": entry.sha256, "trained_on": entry.trained_on,
+                            "command": entry.command, "documented_scores": entry.scores},
+        "measured_vs_documented": {k: {"measured": result[k], "documented": v} for k, v in documented.items()},
+        "pictures": pictures, "data": str(data_root), "eval_set": written_config(data_root),
+        "timing_s": {k: round(v, 2) for k, v in timing.items()},
+        "total_minutes": sum(timing.values()) / 60,
     }
+    against = (f" (documented {documented['mIoU']:.2f} on {entry.scores.get('eval_set', 'its eval set')})"
+               if "mIoU" in documented else "")
     report["summary"] = (
-        f"flashocc demo: {cfg.model.name} trained {summary['train_minutes']:.1f} min ({summary['steps']} steps, "
-        f"{summary['samples_seen']} samples) on synthetic scenes; held-out val ({result['num_samples']} frames): "
-        f"mIoU {result['mIoU']:.2f}, RayIoU {result['RayIoU']:.3f}. Report: {out / 'report.json'}; "
-        f"pictures: {', '.join(Path(p).name for p in pictures)}"
+        f"flashocc demo: {preset} with its bundled weights ({entry.trained_on}) on {result['num_samples']} "
+        f"held-out synthetic frames: mIoU {result['mIoU']:.2f}{against}, RayIoU {result['RayIoU']:.3f}, in "
+        f"{sum(timing.values()):.0f} s. Report: {out / 'report.json'}; pictures: "
+        f"{', '.join(Path(p).name for p in pictures)}. Train your own: flashocc demo --train"
     )
     write_json(report, out / "report.json")
     return report
-
-
-def _loss_curve(path: Path, points: int = 20) -> list[dict]:
-    import json
-
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if not rows:
-        return []
-    keep = np.unique(np.linspace(0, len(rows) - 1, min(points, len(rows))).round().astype(int))
-    return [{k: rows[i][k] for k in ("step", "train_seconds", "loss") if k in rows[i]} for i in keep]

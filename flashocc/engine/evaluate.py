@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -102,14 +102,17 @@ def evaluate_model(model: torch.nn.Module, dataset: OccDataset, device: torch.de
                    metrics: Sequence[str] = ("miou", "rayiou"), batch_size: int = 1, workers: int = 0,
                    info: DistInfo | None = None, progress: bool = False, *, mask: str = "camera",
                    backend: str = "auto", grid: OccGrid = OCC3D_NUSCENES, split: str | None = None,
-                   panoptic: bool = False) -> dict:
+                   panoptic: bool = False, on_batch: Callable[[dict, np.ndarray], None] | None = None) -> dict:
     """Scores of ``model`` on every sample of ``dataset`` (``OccScorer.result()``): mIoU (0..100, voxels
     under ``mask``), RayIoU (0..1, ``backend`` ray caster) and F-score (0..1) on ``grid``, which must be
     the model's (``cfg.model.grid``); ``split`` names the dataset in the report (its info file).
 
     ``panoptic``: also RayPQ from the model's instance ids (``predict_panoptic``) against the dataset's
     ``voxel_instances``. A model trained without the camera mask (``model.config.use_mask`` false, as the
-    official Panoptic-FlashOcc configs) also gets ``mIoU_unmasked`` (every voxel) beside the masked mIoU."""
+    official Panoptic-FlashOcc configs) also gets ``mIoU_unmasked`` (every voxel) beside the masked mIoU.
+
+    ``on_batch(batch, labels)`` sees every scored batch (CPU batch, predicted labels), so a caller that
+    also draws the predictions (``flashocc demo``) runs the model once."""
     if not dataset.config.load_occ:
         raise ConfigError("data.load_occ: evaluation needs the ground truth; expected True, found False")
     if panoptic and not dataset.config.load_instances:
@@ -144,6 +147,8 @@ def evaluate_model(model: torch.nn.Module, dataset: OccDataset, device: torch.de
             scorer.update(token, labels[i], gt, origins.get(token), pred_instances=pred_instances)
             if unmasked is not None:
                 unmasked.update(token, labels[i], gt)
+        if on_batch is not None:
+            on_batch(batch, labels)
     if info is not None and info.enabled:
         scorer.all_reduce(device=collective_device(info.device))  # gloo (CPU, MPS) reduces CPU tensors
         if unmasked is not None:

@@ -33,6 +33,7 @@ from flashocc.models.panoptic import builder as panoptic
 from flashocc.models.examples import example_batch  # noqa: F401  (its former home; kept for callers)
 from flashocc.models.flashocc import FlashOcc
 from flashocc.models.flops import count_gflops, gflops_unavailable
+from flashocc.models.pretrained import bundled_weights, load_bundled_weights, require_bundled_weights
 
 
 def flashocc_r50_m1() -> CameraLSSConfig:
@@ -177,13 +178,22 @@ def get_config(name: str) -> FamilyConfig:
     return PRESETS[name][0]()
 
 
-def build_model(preset: str | FamilyConfig) -> nn.Module:
+def build_model(preset: str | FamilyConfig, pretrained: bool = False) -> nn.Module:
     """Build a model from a preset name or a config (weights randomly initialised). The config is
-    checked first (``ModelConfig.check``): a field its family cannot honour is a ``ConfigError``."""
+    checked first (``ModelConfig.check``): a field its family cannot honour is a ``ConfigError``.
+
+    ``pretrained=True`` (a preset name only) loads the preset's bundled weights (models/pretrained.py)
+    and returns the model in eval mode; a preset without them is a ``ConfigError``."""
+    if pretrained and not isinstance(preset, str):
+        raise ConfigError("build_model(pretrained=True) takes a preset name (bundled weights belong to a preset), "
+                          f"got a {type(preset).__name__}")
     cfg = get_config(preset) if isinstance(preset, str) else preset
+    if pretrained:
+        require_bundled_weights(preset)  # before building: a preset without weights fails fast
     if not is_family_config(cfg):  # a ModelConfig or another family's config (models/family.py)
         raise ConfigError(f"build_model takes a preset name or a model config, got {type(cfg).__name__}")
-    return build_from_config(cfg)
+    model = build_from_config(cfg)
+    return load_bundled_weights(model, preset) if pretrained else model
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -191,7 +201,9 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def describe_presets(with_flops: bool = True) -> list[dict]:
-    """One row per preset: name, family, params, input_size, gflops, official parameter count, description."""
+    """One row per preset: name, family, params, input_size, gflops, official parameter count, description,
+    and ``bundled`` (whether it ships pretrained weights, models/pretrained.py)."""
+    bundled = bundled_weights()
     rows = []
     for name, (make, official_params) in PRESETS.items():
         cfg = make()
@@ -204,7 +216,7 @@ def describe_presets(with_flops: bool = True) -> list[dict]:
             # The official README's "FLOPs" (mmcv get_flops) count multiply-adds: gmacs compares to it.
             "gmacs": None if gflops is None else round(gflops / 2, 2),
             "gflops_note": gflops_unavailable(cfg) if with_flops else None,
-            "description": cfg.description, "config": _plain(asdict(cfg)),
+            "description": cfg.description, "bundled": name in bundled, "config": _plain(asdict(cfg)),
         })
     return rows
 

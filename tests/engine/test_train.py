@@ -231,16 +231,7 @@ def test_train_eval_predict_end_to_end(synth_root, tmp_path, capsys):
     assert scored["mIoU"] == pytest.approx(result["mIoU"])  # the files score what eval measured
 
 
-def test_demo_writes_report_and_pictures(synth_root, tmp_path):
-    from flashocc.engine.demo import run_demo
-
-    report = run_demo(tmp_path / "demo", minutes=0.05, data=synth_root, overrides=[*MICRO, "train.workers=0"])
-    saved = json.loads((tmp_path / "demo" / "report.json").read_text())
-    for key in ("mIoU", "RayIoU", "train_minutes", "samples_seen", "summary"):
-        assert key in saved
-    assert saved["samples_seen"] >= 1 and report["steps"] >= 1
-    assert all((tmp_path / "demo" / p).exists() or os.path.exists(p) for p in saved["pictures"])
-    assert len(saved["pictures"]) == 4
+# The demo's own tests (both paths) are in tests/engine/test_demo.py.
 
 
 def test_demo_trains_on_unaugmented_samples(synth_root):

@@ -185,14 +185,11 @@ def test_config_refusals_name_the_field():
     assert isinstance(build_model("effocc-lidar-tiny"), EFFOcc)
 
 
-def test_export_and_bench_refuse_effocc_clearly(tmp_path):
+def test_export_refuses_the_sparse_presets_clearly(tmp_path):
+    # The dense-encoder presets export (tests/deploy/test_effocc_export.py); sparse rulebooks are per frame.
     pytest.importorskip("onnx")
     from flashocc.deploy.onnx import export_onnx
 
-    model = build_model("effocc-lidar-tiny")
-    with pytest.raises(ConfigError, match="ONNX export of the EFFOcc"):
-        export_onnx(model, tmp_path / "m.onnx")
-    from flashocc.deploy.bench import BenchConfig, run_bench
-
-    with pytest.raises(ConfigError, match="not benchmarked yet"):
-        run_bench(BenchConfig(preset="effocc-lidar-tiny"))
+    with pytest.raises(ConfigError, match="rulebooks"):
+        export_onnx(build_model("effocc-lidar"), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
