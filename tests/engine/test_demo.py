@@ -183,3 +183,19 @@ def test_demo_train_writes_report_and_pictures(synth_root, tmp_path):
     assert all(os.path.exists(p) for p in saved["pictures"])
     # 2 comparisons + 2 camera overlays + the drive GIF (synth_root's held-out scene has 3 frames)
     assert len(saved["pictures"]) == 5 and _valid_image(saved["pictures"][-1], "GIF") == 3
+
+
+@pytest.mark.parametrize("preset", ["effocc-lidar-tiny", "effocc-fusion-tiny"])
+def test_default_demo_runs_the_shipped_lidar_models(preset, tmp_path):
+    """The real bundled LiDAR and fusion weights through the default demo path (points, sweeps and
+    LiDAR depth in the held-out set), on a two-frame set to stay fast."""
+    from flashocc.engine.demo import run_demo
+    from flashocc.models.pretrained import bundled_weights
+
+    assert preset in bundled_weights(), "the package ships these weights (flashocc/weights/manifest.json)"
+    report = run_demo(tmp_path / "demo", preset=preset, device="cpu", eval_scenes=1, eval_frames=2)
+    assert report["mode"] == "bundled" and report["preset"] == preset
+    assert report["val_samples"] == 2
+    assert report["eval_set"]["lidar_sweeps"] == load_run_config(preset).data.sweeps_used
+    assert 0.0 < report["mIoU"] <= 100.0 and 0.0 < report["RayIoU"] <= 1.0
+    assert (tmp_path / "demo" / "report.json").is_file()
