@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from flashocc.deploy.pooling import ego_coords_exportable, pool_in_graph, pool_precomputed, pool_sorted_runs
+from flashocc.deploy.pooling import exportable_pool, pool_sorted_runs
 from flashocc.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -164,15 +164,7 @@ class EFFOccGraph(nn.Module):
             depth, context = vt.lift(feats, vt.lidar_features(lidar_depth, feats.shape[-2:]))
         else:
             depth, context = vt.lift(feats)
-        dx, dy, dz = vt.grid_size
-        if self.mode == "full":
-            coords = ego_coords_exportable(vt.frustum, *rest)
-
-            def pool(d: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-                return pool_in_graph(d, c, coords, vt.lower, vt.interval, vt.grid_size, self.accumulate)
-        else:
-            def pool(d: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-                return pool_precomputed(d, c, *rest, out_cells=(dz, dy, dx), accumulate=self.accumulate)
+        pool = exportable_pool(vt, self.mode, rest, self.accumulate)
         return vt.splat(depth, context, feats.shape[:2], pool)
 
     def forward(self, points: torch.Tensor, num_points: torch.Tensor, *camera: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from flashocc.batch import INPUT_KEYS
-from flashocc.deploy.pooling import ego_coords_exportable, pool_in_graph, pool_precomputed
+from flashocc.deploy.pooling import exportable_pool
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +112,7 @@ class OccGraph(nn.Module):
         vt = model.img_view_transformer
         feats = model.image_encoder(img)
         depth, context = vt.lift(feats)
-        dx, dy, dz = vt.grid_size
-        if self.mode == "full":
-            coords = ego_coords_exportable(vt.frustum, *rest)
-
-            def pool(d: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-                return pool_in_graph(d, c, coords, vt.lower, vt.interval, vt.grid_size, self.accumulate)
-        else:
-            def pool(d: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-                return pool_precomputed(d, c, *rest, out_cells=(dz, dy, dx), accumulate=self.accumulate)
+        pool = exportable_pool(vt, self.mode, rest, self.accumulate)
         bev = vt.splat(depth, context, feats.shape[:2], pool)
         return model.occ_head(model.bev_encoder(bev))
 

@@ -85,6 +85,16 @@ def pool_in_graph(depth: torch.Tensor, feat: torch.Tensor, coords: torch.Tensor,
     return out[:num_cells].view(b, dz, dy, dx, channels).permute(0, 4, 1, 2, 3)
 
 
+def exportable_pool(vt, mode: str, rest: tuple[torch.Tensor, ...], accumulate: torch.dtype):
+    """The pooling ``vt.splat`` calls in an exported camera graph: ``full`` computes the ego coordinates
+    from the calibration inputs ``rest`` in the graph, ``precomputed`` reads the five index arrays ``rest``."""
+    dx, dy, dz = vt.grid_size
+    if mode == "full":
+        coords = ego_coords_exportable(vt.frustum, *rest)
+        return lambda d, c: pool_in_graph(d, c, coords, vt.lower, vt.interval, vt.grid_size, accumulate)
+    return lambda d, c: pool_precomputed(d, c, *rest, out_cells=(dz, dy, dx), accumulate=accumulate)
+
+
 def inverse_3x3(m: torch.Tensor) -> torch.Tensor:
     """Inverse of (..., 3, 3) matrices by the adjugate (the ONNX standard has no matrix inverse)."""
     a, b, c = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]

@@ -15,10 +15,9 @@ from pathlib import Path
 from flashocc.config import RunConfig, load_run_config
 from flashocc.data.synth import SynthConfig, generate_synthetic_set, synthetic_set_problem
 from flashocc.data.synth.marker import config_record, generator_files, written_config
-from flashocc.engine.demo_pictures import PredictionRecorder, render_demo_pictures
+from flashocc.engine.demo_pictures import score_and_draw
 from flashocc.engine.demo_train import DEFAULT_MINUTES, balanced_class_weights, train_demo
 from flashocc.engine.distributed import setup_distributed
-from flashocc.engine.evaluate import eval_dataset, eval_infos_path, evaluate_model
 from flashocc.errors import RunFolderError
 from flashocc.metrics.evaluate import write_json
 
@@ -134,15 +133,9 @@ def bundled_demo(out: Path, cfg: RunConfig, data_root: Path, device: str = "auto
     started = time.perf_counter()
     info = setup_distributed(device)
     model = load_bundled_weights(build_model(cfg.model), preset).to(info.device)
-    dataset = eval_dataset(cfg, data_root)
-    recorder = PredictionRecorder()
-    result = evaluate_model(model, dataset, info.device, ("miou", "rayiou"), progress=True, grid=cfg.model.grid,
-                            on_batch=recorder)
-    timing["inference_scoring"] = time.perf_counter() - started
-    started = time.perf_counter()
-    pictures = render_demo_pictures(recorder.frames, dataset.samples, eval_infos_path(cfg, data_root), data_root,
-                                    out, grid=cfg.model.grid)
-    timing["pictures"] = time.perf_counter() - started
+    loading = time.perf_counter() - started
+    result, pictures, seconds = score_and_draw(model, cfg, data_root, info.device, out)
+    timing.update(seconds, inference_scoring=loading + seconds["inference_scoring"])
     documented = {k: v for k, v in entry.scores.items() if k in ("mIoU", "RayIoU")}
     report = {
         "mode": "bundled", "preset": preset, "mIoU": result["mIoU"], "RayIoU": result["RayIoU"],

@@ -2,14 +2,17 @@
 them, and a GIF of the drive (BEV prediction beside the ground truth, frame by frame).
 
 The predictions come from the scoring pass (``PredictionRecorder`` is evaluate_model's ``on_batch``),
-so the model runs once per frame for scores and pictures together.
+so the model runs once per frame for scores and pictures together (``score_and_draw``, used by both
+demo paths).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from flashocc.grid import OCC3D_NUSCENES, OccGrid
 
@@ -95,3 +98,22 @@ def _bar(total: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="picture", desc="pictures", disable=not enabled)
+
+
+def score_and_draw(model: torch.nn.Module, cfg, data_root: Path, device: torch.device,
+                   out: Path) -> tuple[dict, list[str], dict[str, float]]:
+    """mIoU and RayIoU of ``model`` on ``data_root``'s held-out infos and the pictures of the same
+    predictions; returns (scores, picture paths, seconds of "inference_scoring" and "pictures")."""
+    from flashocc.engine.evaluate import eval_dataset, eval_infos_path, evaluate_model
+
+    dataset = eval_dataset(cfg, data_root)
+    recorder = PredictionRecorder()
+    started = time.perf_counter()
+    result = evaluate_model(model, dataset, device, ("miou", "rayiou"), progress=True, grid=cfg.model.grid,
+                            on_batch=recorder)
+    seconds = {"inference_scoring": time.perf_counter() - started}
+    started = time.perf_counter()
+    pictures = render_demo_pictures(recorder.frames, dataset.samples, eval_infos_path(cfg, data_root), data_root,
+                                    out, grid=cfg.model.grid)
+    seconds["pictures"] = time.perf_counter() - started
+    return result, pictures, seconds

@@ -14,9 +14,9 @@ import numpy as np
 
 from flashocc.config import load_run_config
 from flashocc.data.synth.marker import written_config
-from flashocc.engine.demo_pictures import PredictionRecorder, render_demo_pictures
+from flashocc.engine.demo_pictures import score_and_draw
 from flashocc.engine.distributed import setup_distributed
-from flashocc.engine.evaluate import eval_dataset, eval_infos_path, evaluate_model, load_model_for_inference
+from flashocc.engine.evaluate import load_model_for_inference
 from flashocc.engine.train import train
 from flashocc.metrics.evaluate import write_json
 
@@ -57,16 +57,8 @@ def train_demo(out: Path, data_root: Path, preset: str, minutes: float = DEFAULT
     timing["train"] = time.perf_counter() - started
     info = setup_distributed(device)
     model = load_model_for_inference(cfg, out / "train" / "last.pt", info.device, use_ema=cfg.train.ema)
-    dataset = eval_dataset(cfg, data_root)
-    recorder = PredictionRecorder()
-    started = time.perf_counter()
-    result = evaluate_model(model, dataset, info.device, ("miou", "rayiou"), progress=True, grid=cfg.model.grid,
-                            on_batch=recorder)
-    timing["inference_scoring"] = time.perf_counter() - started
-    started = time.perf_counter()
-    pictures = render_demo_pictures(recorder.frames, dataset.samples, eval_infos_path(cfg, data_root), data_root,
-                                    out, grid=cfg.model.grid)
-    timing["pictures"] = time.perf_counter() - started
+    result, pictures, seconds = score_and_draw(model, cfg, data_root, info.device, out)
+    timing.update(seconds)
     report = {
         "mode": "train", "preset": cfg.model.name, "mIoU": result["mIoU"], "RayIoU": result["RayIoU"],
         **{k: v for k, v in result.items() if k.startswith("RayIoU@")},
