@@ -10,13 +10,15 @@ the official temporal casting picks them from the keyframes within 39 m: x = -35
 z = 1.84 m.
 
 1. In-process rates per (sample, origin), medians over repeats (wall and process CPU time): the
-   current caster with and without the ground-truth cache, the torch fallback, and the caster this
-   one replaced (``tests/metrics/_rayiou_legacy.py``) in the same run.
+   current caster on one thread and on every core (``FLASHOCC_RAY_THREADS`` / the cores available),
+   with and without the ground-truth cache, the torch fallback, and the caster this one replaced
+   (``tests/metrics/_rayiou_legacy.py``) in the same run. From these, an extrapolated full-val figure:
+   6,019 x (cast + file reads + mIoU) of one sample, nothing overlapped (an estimate, not a run).
 2. End to end: ``flashocc evaluate`` in a fresh process over N copies of the real frame with distinct
    tokens (5 scenes of N / 5 keyframes about 4 m apart, so ``ray_origins_from_infos`` finds 8 origins per
    sample), without the cache, with a cold cache (casts and writes it) and a warm one (reads it).
    The full-val figure is the fixed cost (a run over a few samples) plus 6,019 x the per-sample
-   slope between the two sizes.
+   slope between the two sizes. ``--tmp DIR`` keeps the trees there (default: a temporary folder).
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ import numpy as np
 
 from flashocc.grid import OCC3D_NUSCENES
 from flashocc.metrics import OccMIoU, RayIoU
+from flashocc.metrics._ray_threads import ray_threads
 from flashocc.metrics.evaluate import load_ground_truth, load_prediction
 from flashocc.metrics.ray_cache import GTRayCache
 
@@ -83,10 +86,13 @@ def in_process(reps: int) -> dict:
     with np.load(FIXTURE) as z:
         gt, mask = z["semantics"], z["mask_camera"].astype(bool)
     pred = prediction(gt, np.random.default_rng(0))
-    out: dict = {}
+    out: dict = {"threads": ray_threads()}
     r = RayIoU(backend="numba")
     r.update(pred, gt, ROAD_ORIGINS)                         # numba compile / cache load
-    out["numba"] = _median_time(lambda: r.update(pred, gt, ROAD_ORIGINS), reps)
+    one = RayIoU(backend="numba", threads=1)
+    for _ in range(2):                                       # interleaved, so both see the same load
+        out["numba"] = _median_time(lambda: r.update(pred, gt, ROAD_ORIGINS), reps)
+        out["numba_serial"] = _median_time(lambda: one.update(pred, gt, ROAD_ORIGINS), reps)
     with tempfile.TemporaryDirectory() as tmp:
         cached = RayIoU(backend="numba", cache=GTRayCache(tmp))
         cached.update(pred, gt, ROAD_ORIGINS)                # writes the entry
@@ -104,7 +110,7 @@ def in_process(reps: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "labels.npz"
         np.savez_compressed(p, semantics=pred)
-        out["load_gt"] = _median_time(lambda: load_ground_truth(FIXTURE), reps)
+        out["load_gt"] = _median_time(lambda: load_ground_truth(FIXTURE, masks=("mask_camera",)), reps)
         out["load_pred"] = _median_time(lambda: load_prediction(p), reps)
     hits = r.caster.hits(pred, gt, ROAD_ORIGINS)
     out["scored_rays"] = int(hits.gt_label.size)
@@ -153,18 +159,22 @@ def _evaluate(root: Path, infos: Path, cache: Path | None, package: Path | None 
     return wall, (after.children_user - before.children_user) + (after.children_system - before.children_system)
 
 
-def end_to_end(n: int, small: int, reps: int, before: Path | None = None) -> dict:
+def end_to_end(n: int, small: int, reps: int, before: Path | None = None, where: Path | None = None) -> dict:
     out: dict = {"n": n, "small": small, "reps": reps}
-    with tempfile.TemporaryDirectory() as tmp:
+    if where is not None:
+        where.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=where) as tmp:
         root = Path(tmp)
         for size in (small, n):
             infos = write_tree(root / str(size), size, per_scene=max(1, size // 5))
             cache = root / f"cache{size}"
             modes: dict[str, list] = {"plain": [], "cold": [], "warm": []}
-            _evaluate(root / str(size), infos, None)               # warm the page cache and numba's cache
+            if size == small:                  # numba's on-disk cache and the imports; the files were just written
+                _evaluate(root / str(size), infos, None)
             if before:
                 modes["before"] = []
-                _evaluate(root / str(size), infos, None, before)
+                if size == small:
+                    _evaluate(root / str(size), infos, None, before)
             for _ in range(reps):
                 if before:
                     modes["before"].append(_evaluate(root / str(size), infos, None, before))
@@ -192,13 +202,14 @@ def report(ip: dict, e2e: dict | None, command: str, load: tuple[float, float]) 
         f"(x = -35..35 m), 14,040 rays each; {ip['scored_rays']:,} of the 112,320 rays hit occupied GT and are",
         f"scored. Machine: 2-core AMD EPYC VM shared with other jobs (load average {load[0]:.1f} before, "
         f"{load[1]:.1f} after),",
-        f"Python {platform.python_version()}, numba on both cores. Date: {date.today().isoformat()}.",
+        f"Python {platform.python_version()}, numba, {ip['threads']} casting threads. Date: {date.today().isoformat()}.",
         f"Command: `{command}`",
         "",
         "| RayIoU update, real frame | wall / (sample, origin) | CPU / (sample, origin) | wall / sample |",
         "|---|---|---|---|",
-        f"| numba, GT and prediction in one walk (no cache) | {rate('numba')} |",
-        f"| numba, GT from the cache (prediction only, scored rays only) | {rate('numba_cached')} |",
+        f"| numba, 1 thread, GT and prediction in one walk (no cache) | {rate('numba_serial')} |",
+        f"| numba, {ip['threads']} threads, GT and prediction in one walk (no cache) | {rate('numba')} |",
+        f"| numba, {ip['threads']} threads, GT from the cache (prediction only, scored rays only) | {rate('numba_cached')} |",
     ]
     if "legacy" in ip:
         lines.append(f"| the caster before this one (same run; `tests/metrics/_rayiou_legacy.py`) | {rate('legacy')} |")
@@ -210,14 +221,26 @@ def report(ip: dict, e2e: dict | None, command: str, load: tuple[float, float]) 
         "the cache). The numba walk itself is the official DDA, one voxel per step (about 5.9 M steps per",
         "sample here); what changed is the work around it: the rays are derived from the origins inside the",
         "kernel, the walk keeps a flat voxel index and the steps left to each face instead of re-testing all",
-        "bounds, threads take rays in chunks of 256 (an origin near the edge has short rays), and packing,",
-        "label look-up and counting are compiled too. With the ground-truth cache the prediction is cast alone",
+        "bounds, and packing, label look-up and counting are compiled too. The rays are cast in chunks by",
+        "serial numba kernels that release the GIL, on a thread pool (`flashocc/metrics/_ray_threads.py`;",
+        "`FLASHOCC_RAY_THREADS`, default the cores available): numba's `prange` (OpenMP layer) kept its idle",
+        "worker spinning after every cast, CPU the file reads and mIoU could not use. With the ground-truth cache the prediction is cast alone",
         "and only along the rays whose ground truth hits something, which skips the longest rays (those that",
         "leave the grid without a hit).",
         "",
         f"Other per-sample costs (wall): mIoU update {ip['miou'][0] * 1e3:.1f} ms, reading the GT labels.npz "
-        f"{ip['load_gt'][0] * 1e3:.1f} ms, a prediction labels.npz {ip['load_pred'][0] * 1e3:.1f} ms "
-        "(`flashocc evaluate` reads them in two threads while the caster runs).",
+        f"{ip['load_gt'][0] * 1e3:.1f} ms (semantics and mask_camera), a prediction labels.npz "
+        f"{ip['load_pred'][0] * 1e3:.1f} ms (`flashocc evaluate` reads them in two threads while the caster runs).",
+    ]
+    rest_w = sum(ip[key][0] for key in ("miou", "load_gt", "load_pred"))
+    rest_c = sum(ip[key][1] for key in ("miou", "load_gt", "load_pred"))
+    lines += [
+        "",
+        "Extrapolated from these in-process figures (an estimate, not a run): 6,019 x (RayIoU update + mIoU "
+        "update + both file reads), nothing overlapped:",
+        f"{VAL_SAMPLES * (ip['numba'][0] + rest_w) / 60:.1f} min wall with {ip['threads']} casting threads, "
+        f"{VAL_SAMPLES * (ip['numba_serial'][0] + rest_w) / 60:.1f} min with 1; from CPU time on 2 cores "
+        f"{VAL_SAMPLES * (ip['numba'][1] + rest_c) / 2 / 60:.1f} min.",
     ]
     if e2e:
         n, small = e2e["n"], e2e["small"]
@@ -277,12 +300,13 @@ def write_docs(text: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=15, help="repeats of each in-process timing (default 15)")
-    parser.add_argument("--samples", type=int, default=200, help="samples of the end-to-end run (default 200)")
+    parser.add_argument("--samples", type=int, default=300, help="samples of the end-to-end run (default 300)")
     parser.add_argument("--e2e-reps", type=int, default=3, help="repeats of each end-to-end run (default 3)")
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end runs")
     parser.add_argument("--before", type=Path, metavar="DIR",
                         help="also time the end-to-end run with the flashocc package under DIR (e.g. a copy of "
-                             "the package with flashocc/metrics/{_raycast_numba,raycast,rayiou}.py of 8b78ef1)")
+                             "the package with flashocc/metrics/{_raycast_numba,raycast,rayiou}.py of an older commit)")
+    parser.add_argument("--tmp", type=Path, metavar="DIR", help="folder for the end-to-end trees (default: temporary)")
     parser.add_argument("--write-docs", action="store_true",
                         help="replace the ## Metrics section of docs/benchmarks.md")
     args = parser.parse_args()
@@ -290,9 +314,9 @@ def main() -> None:
         raise SystemExit(f"the real Occ3D fixture is missing: {FIXTURE}")
     load_before = os.getloadavg()[0]
     ip = in_process(args.reps)
-    e2e = None if args.no_e2e else end_to_end(args.samples, 20, args.e2e_reps, args.before)
+    e2e = None if args.no_e2e else end_to_end(args.samples, 20, args.e2e_reps, args.before, args.tmp)
     load_after = os.getloadavg()[0]
-    opts = "".join(f" --{k} {v}" for k, v, d in (("reps", args.reps, 15), ("samples", args.samples, 200),
+    opts = "".join(f" --{k} {v}" for k, v, d in (("reps", args.reps, 15), ("samples", args.samples, 300),
                                                   ("e2e-reps", args.e2e_reps, 3)) if v != d)
     opts += " --no-e2e" if args.no_e2e else ""
     opts += f" --before {args.before}" if args.before else ""

@@ -250,6 +250,44 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- active learning ----------------------------------------------------------------------------
+def _add_active(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("active", help="voxel-level active learning: select the voxels the next cycle trains on")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    commands = p.add_subparsers(dest="active_command", metavar="SUBCOMMAND")
+    s = commands.add_parser(
+        "select", help="write the next cycle's voxel masks (OUT/<token>.npz) from a run's checkpoint",
+        description="Run RUN's checkpoint over its training samples without full labels, add the highest-entropy "
+                    "voxels inside the camera mask to the masks RUN trained with (RUN/active_masks), and write "
+                    "the union to OUT; train the next cycle with 'flashocc train ... active.masks=OUT'.")
+    s.add_argument("run", help="a run folder of 'flashocc train' (config.yaml, last.pt)")
+    s.add_argument("--data", required=True, help="data root holding the run's training info file")
+    s.add_argument("--out", required=True, help="folder for the masks (refused when it already holds some)")
+    s.add_argument("--budget", type=int, default=64, help="new voxels per sample and cycle (default 64, EFFOcc's)")
+    s.add_argument("--strategy", default="per-class", choices=["per-class", "global"],
+                   help="per-class: the budget shared by the predicted classes (default); global: the top entropies")
+    s.add_argument("--checkpoint", help="weights to select with (default RUN/last.pt, its EMA weights)")
+    s.add_argument("--overwrite", action="store_true", help="replace the masks already in OUT")
+    s.add_argument("--device", default="auto", help=DEVICE_HELP)
+    s.add_argument("--json", action="store_true", help="print the selection record as JSON")
+    s.set_defaults(func=_run_active_select)
+
+
+def _run_active_select(args: argparse.Namespace) -> int:
+    from flashocc.engine.active import select_masks
+    from flashocc.engine.distributed import setup_distributed
+
+    device = setup_distributed(args.device).device
+    record = select_masks(args.run, args.data, args.out, args.budget, args.strategy, device, args.checkpoint,
+                          args.overwrite, progress=not args.json)
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        print(f"cycle {record['cycle']}: {record['new_voxels']} new voxels, {record['selected_voxels']} selected in "
+              f"{record['samples']} samples -> {args.out}")
+    return 0
+
+
 # ---- data ---------------------------------------------------------------------------------------
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="build info files from nuScenes tables, or generate a synthetic set")
@@ -263,6 +301,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--version", default="v1.0-trainval", choices=["v1.0-trainval", "v1.0-mini"])
     n.add_argument("--max-sweeps", type=int, default=10, help="earlier LiDAR sweeps recorded per sample, for "
                    "the LiDAR and fusion models (default 10, as EFFOcc's infos; 0 as FlashOcc's)")
+    n.add_argument("--camera-sweeps", type=int, default=5, help="earlier images per camera recorded per sample, "
+                   "SparseOcc's past frames (default 5, as its gen_sweep_info.py; 0: none)")
     n.add_argument("--json", action="store_true", help="print the summary as JSON")
     n.set_defaults(func=_run_data_nuscenes)
     s = data_commands.add_parser(
@@ -277,6 +317,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                    "(default: max(1, scenes // 5))")
     s.add_argument("--lidar-sweeps", type=int, default=10, help="earlier 20 Hz LiDAR sweeps per keyframe, for "
                    "the LiDAR and fusion models (default 10; 0 writes keyframes only)")
+    s.add_argument("--camera-sweeps", type=int, default=0, help="camera images rendered between keyframes, "
+                   "SparseOcc's past frames (5 as nuScenes' 12 Hz; default 0: keyframes only)")
     s.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default 2)")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(func=_run_data_synth)
@@ -308,7 +350,7 @@ def _run_data_synth(args: argparse.Namespace) -> int:
         raise ValueError(f"--image-size expects WxH such as 704x396, got {args.image_size!r}") from None
     config = SynthConfig(scenes=args.scenes, frames_per_scene=args.frames_per_scene, seed=args.seed,
                          image_size=(width, height), val_scenes=args.val_scenes, lidar_sweeps=args.lidar_sweeps,
-                         workers=args.workers)
+                         camera_sweeps=args.camera_sweeps, workers=args.workers)
     start = time.perf_counter()
     with tqdm(total=args.scenes * args.frames_per_scene, desc="synth", unit="frame",
               disable=not sys.stderr.isatty()) as bar:
@@ -332,7 +374,7 @@ def _run_data_nuscenes(args: argparse.Namespace) -> int:
     from flashocc.data.nuscenes_tables import build_nuscenes_infos
 
     result = build_nuscenes_infos(args.root, args.out, version=args.version, occ=args.occ,
-                                  max_sweeps=args.max_sweeps)
+                                  max_sweeps=args.max_sweeps, camera_sweeps=args.camera_sweeps)
     summary = {"files": {k: str(v) for k, v in result.files.items()}, "samples": result.counts,
                "missing_labels": result.missing_labels}
     if args.json:
@@ -546,6 +588,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="fp32,int8", help="comma list of fp32,fp16,int8")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs before them (default 1)")
     p.add_argument("--threads", type=int, default=None, help="torch / onnxruntime intra-op threads")
     p.add_argument("--checkpoint", help="weights to load (default: random, BatchNorm-calibrated)")
     p.add_argument("--mode", choices=("full", "precomputed"), default="precomputed", help="exported graph to time")
@@ -554,20 +597,37 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", help="keep the exported graphs and engines here")
     p.add_argument("--points", type=int, default=34_000,
                    help="EFFOcc presets: synthetic LiDAR points per sample (default 34000, about one nuScenes sweep)")
+    p.add_argument("--compare", help="SparseOcc presets: the FlashOcc preset timed beside it on the same images "
+                   "(default flashocc-r50-m1; flashocc-tiny for sparseocc-tiny)")
     p.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT")
     p.set_defaults(func=_run_bench)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
     from flashocc.deploy.bench import BenchConfig, format_table, run_bench
+    from flashocc.models.presets import get_config
 
+    if getattr(get_config(args.preset), "family", "") == "sparseocc":  # its own stages: deploy/sparseocc_bench.py
+        return _run_sparseocc_bench(args)
     cfg = BenchConfig(args.preset, backends=tuple(s.strip() for s in args.backend.split(",") if s.strip()),
                       precisions=tuple(s.strip() for s in args.precision.split(",") if s.strip()),
-                      batch_size=args.batch, repeats=args.repeats, threads=args.threads, checkpoint=args.checkpoint,
+                      batch_size=args.batch, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
+                      checkpoint=args.checkpoint,
                       mode=args.mode, calib_samples=args.calib_samples, ablation=not args.no_ablation,
                       workdir=args.workdir, points=args.points)
     report = run_bench(cfg)
     print(format_table(report))
+    if args.json:
+        report.save(args.json)
+    return 0
+
+
+def _run_sparseocc_bench(args: argparse.Namespace) -> int:
+    from flashocc.deploy.sparseocc_bench import SparseOccBenchConfig, format_sparseocc_report, run_sparseocc_bench
+
+    report = run_sparseocc_bench(SparseOccBenchConfig(args.preset, compare=args.compare, repeats=args.repeats,
+                                                      warmup=args.warmup, threads=args.threads))
+    print(format_sparseocc_report(report))
     if args.json:
         report.save(args.json)
     return 0
@@ -585,8 +645,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Every command, in the order `flashocc --help` lists them.
-COMMANDS = (_add_models, _add_train, _add_eval, _add_predict, _add_demo, _add_data, _add_viz, _add_evaluate,
-            _add_export, _add_bench)
+COMMANDS = (_add_models, _add_train, _add_eval, _add_predict, _add_demo, _add_data, _add_active, _add_viz,
+            _add_evaluate, _add_export, _add_bench)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -121,6 +121,7 @@ MODEL_ALTERNATIVES: dict[str, list[Any]] = {
     "max_centres": [100, 200],
     "official_class_mapping": [True, False],
     "assign_radius": [10.0, 0.0],
+    "num_adj": [2, 1],  # panoptic-4d: previous keyframes
     # EFFOcc (models/effocc/config.py)
     "camera": [False, True],
     "lidar_depth_input": [False, True],
@@ -154,6 +155,8 @@ MODEL_ALTERNATIVES: dict[str, list[Any]] = {
     "score_threshold": [0.5, 0.3],
     "overlap_threshold": [0.95, 0.8],
     "sampling_seed": [7, None],
+    "decoder_cp": [False, True],
+    "color_aug": [False, True],
     "loss_mask_weight": [1.0, 5.0],
     "loss_dice_weight": [1.0, 5.0],
     "loss_class_weight": [1.0, 2.0],

@@ -29,6 +29,7 @@ from flashocc.data import jpeg as J
 from flashocc.data import lidar as L
 from flashocc.data import transforms as T
 from flashocc.data.infos import SampleInfo, load_infos
+from flashocc.data.active_masks import BATCH_KEY, ActiveMasks
 from flashocc.data.label_subsets import labeled_scenes
 from flashocc.data.occ3d import load_labels
 from flashocc.data.sparseocc_frames import ego2lidar, lidar2img, sparseocc_frames
@@ -83,6 +84,7 @@ class DataConfig:
     labeled_fraction: float = 1.0
     labeled_scenes: str = ""
     label_subset: Literal["nested", "effocc"] = "nested"
+    label_seed: int = 0                           # the seed of the "nested" permutation (EFFOcc's draw is fixed at 42)
     # "sparseocc" (SparseOccConfig.data_requirements; flashocc.data.sparseocc_frames): the official SparseOcc
     # choice of the 7 past frames, one resize/crop/flip draw for all images, images as BGR 0..255 (the model
     # normalises them) and the lidar2img / ego2lidar keys.
@@ -146,6 +148,9 @@ class DataConfig:
             ("labeled_scenes", lambda: not self.labeled_scenes or self.labeled_fraction == 1.0,
              "'' when data.labeled_fraction is set (give one of the two)"),
             ("label_subset", lambda: self.label_subset in ("nested", "effocc"), "one of nested, effocc"),
+            ("label_seed", lambda: _ints((self.label_seed,), 1) and self.label_seed >= 0, "an integer >= 0"),
+            ("label_seed", lambda: self.label_seed == 0 or self.label_subset == "nested",
+             "0 with data.label_subset=effocc (EFFOcc's draw always uses random.seed(42))"),
             ("pipeline", lambda: self.pipeline in ("flashocc", "sparseocc"), "one of flashocc, sparseocc"),
             ("fast_decode", lambda: self.fast_decode in ("off", "train", "always"), "one of off, train, always"),
         ]
@@ -195,6 +200,7 @@ class OccDataset(Dataset):
       post_rots (T*N, 3, 3); post_trans (T*N, 3); bda (3, 3) — all float32;
       voxel_semantics, mask_lidar, mask_camera (Dx, Dy, Dz) uint8 (``load_occ``), flipped with the bda;
       voxel_instances (Dx, Dy, Dz) uint8 panoptic segment ids, 0 = free (``load_instances``), flipped alike;
+      active_mask (Dx, Dy, Dz) bool, the voxels that supervise (``active_masks``: flashocc.data.active_masks);
       gt_depth (N, H, W) float32 metres of the current frame (``load_depth``, keyframe points only);
       points (M, 5) float32 x, y, z, intensity, Δt (``load_points``): keyframe + sweeps in the grid's
       ego frame, flipped with the bda; lidar_depth (N, H, W) float32 metres, 0 = no point
@@ -207,8 +213,10 @@ class OccDataset(Dataset):
 
     def __init__(self, root: str | os.PathLike, infos_file_or_list: str | os.PathLike | Sequence[SampleInfo],
                  config: DataConfig = DataConfig(), train: bool = False, *, aug_seed: int | None = None,
-                 keep_unlabeled: bool = False) -> None:
+                 keep_unlabeled: bool = False, active_masks: ActiveMasks | None = None) -> None:
         self.root = Path(root)
+        # Voxel-level active learning (flashocc.data.active_masks): each sample gets ``active_mask``.
+        self.active_masks = active_masks
         if isinstance(infos_file_or_list, (str, os.PathLike)):
             infos_file_or_list = load_infos(infos_file_or_list)
         self.samples: list[SampleInfo] = sorted(infos_file_or_list, key=lambda s: s.timestamp)
@@ -324,6 +332,13 @@ class OccDataset(Dataset):
             out["labeled"] = torch.tensor(current.scene_name in self._labeled)
         if cfg.load_occ:
             out.update(self._load_occ(current, flip_dx, flip_dy))
+            if self.active_masks is not None:
+                labelled = self._labeled is None or current.scene_name in self._labeled
+                entry = self.active_masks.sample_entry(current.token, labelled, tuple(out["voxel_semantics"].shape),
+                                                       flip_dx, flip_dy)
+                out[BATCH_KEY] = entry[BATCH_KEY]
+                if "labeled" in out:
+                    out["labeled"] = entry["labeled"]
         cam_rots, cam_trans = post_rots[:len(cfg.cameras)], post_trans[:len(cfg.cameras)]
         if cfg.load_depth:
             out["gt_depth"] = self._depth_maps(current, cam_rots, cam_trans)
@@ -403,15 +418,19 @@ def select_labeled_scenes(cfg: DataConfig, scene_names: Sequence[str], root: Pat
     directory, else from the data root."""
     names = sorted(set(scene_names))
     spec = cfg.labeled_scenes.strip()
+    # Checked here, not in DataConfig, so that the order of the overrides does not matter.
+    if cfg.label_seed != 0 and not (spec.isdigit() or (not spec and cfg.labeled_fraction < 1)):
+        raise ConfigError(f"data.label_seed: expected 0 unless scenes are drawn (data.labeled_fraction < 1 or "
+                          f"data.labeled_scenes a count; a file of names is no draw), found {cfg.label_seed}")
     if not spec and cfg.labeled_fraction == 1.0:
         return None
     if not spec:
-        return labeled_scenes(names, fraction=cfg.labeled_fraction, method=cfg.label_subset)
+        return labeled_scenes(names, fraction=cfg.labeled_fraction, seed=_label_seed(cfg), method=cfg.label_subset)
     if spec.isdigit():
         if int(spec) > len(names):
             raise ConfigError(f"data.labeled_scenes: expected at most {len(names)} scenes (the training set's), "
                               f"found {spec}")
-        return labeled_scenes(names, count=int(spec), method=cfg.label_subset)
+        return labeled_scenes(names, count=int(spec), seed=_label_seed(cfg), method=cfg.label_subset)
     path = Path(spec) if Path(spec).is_absolute() or Path(spec).exists() else root / spec
     if not path.is_file():
         raise MissingFileError(f"data.labeled_scenes: {spec} is neither a scene count nor a file of scene names "
@@ -423,6 +442,11 @@ def select_labeled_scenes(cfg: DataConfig, scene_names: Sequence[str], root: Pat
         raise DataError(f"{path}: {len(unknown)} scene name(s) not in the training set, e.g. {unknown[:3]}; "
                         f"expected names such as {names[:3]}")
     return sorted(set(listed))
+
+
+def _label_seed(cfg: DataConfig) -> int | None:
+    """``data.label_seed`` for the nested draw; None keeps EFFOcc's own seed (42) for its draw."""
+    return cfg.label_seed if cfg.label_subset == "nested" else None
 
 
 def _bgr_255(img) -> torch.Tensor:

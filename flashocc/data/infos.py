@@ -66,16 +66,24 @@ class SampleInfo:
     occ_path: str | None = None     # folder holding labels.npz, relative to the data root
     prev_token: str = ""            # previous keyframe of the same scene ("" at a scene start)
     sweeps: list[SweepInfo] = field(default_factory=list)  # newest first; empty in FlashOcc's own infos
+    # Camera sweeps before this keyframe, newest first, one {camera: record} per sweep (5 in SparseOcc@af4d9df
+    # gen_sweep_info.py; each record's ego2global is the ego pose at that sweep's timestamp). Empty at a scene
+    # start and in files written before camera sweeps (flashocc.data.sparseocc_frames then models them).
+    cam_sweeps: list[dict[str, CameraInfo]] = field(default_factory=list)
 
 
 def sample_to_dict(sample: SampleInfo) -> dict:
-    return asdict(sample)
+    d = asdict(sample)
+    if not d["cam_sweeps"]:
+        del d["cam_sweeps"]  # files without camera sweeps stay byte-identical to those written before the field
+    return d
 
 
 def sample_from_dict(d: dict) -> SampleInfo:
     cams = {name: CameraInfo(**cam) for name, cam in d["cams"].items()}
     sweeps = [SweepInfo(**sweep) for sweep in d.get("sweeps", [])]  # files written before sweeps have none
-    return SampleInfo(**{**d, "cams": cams, "sweeps": sweeps})
+    cam_sweeps = [{name: CameraInfo(**cam) for name, cam in entry.items()} for entry in d.get("cam_sweeps", [])]
+    return SampleInfo(**{**d, "cams": cams, "sweeps": sweeps, "cam_sweeps": cam_sweeps})
 
 
 def save_infos(samples: list[SampleInfo], path: str | os.PathLike, metadata: dict | None = None) -> Path:
@@ -176,17 +184,19 @@ def validate_sample(sample: SampleInfo, source: str = "<memory>") -> None:
     _check_pose(sample.ego2global, f"{where}: field 'ego2global'")
     if not isinstance(sample.cams, dict) or not sample.cams:
         raise DataError(f"{where}: field 'cams' is empty; expected the six camera records")
-    for name, cam in sample.cams.items():
-        if not isinstance(name, str) or not isinstance(cam, CameraInfo):
-            raise DataError(f"{where}: field 'cams' must map camera names to camera records, found "
-                            f"{type(name).__name__} -> {type(cam).__name__}")
-        if not isinstance(cam.image_path, str) or not cam.image_path:
-            raise DataError(f"{where}: field 'cams.{name}.image_path' must be a non-empty path, found "
-                            f"{cam.image_path!r:.64}")
-        _check_timestamp(cam.timestamp, f"{where}: field 'cams.{name}.timestamp'")
-        _check_pose(cam.sensor2ego, f"{where}: field 'cams.{name}.sensor2ego'")
-        _check_pose(cam.ego2global, f"{where}: field 'cams.{name}.ego2global'")
-        _check_intrinsics(cam.intrinsics, f"{where}: field 'cams.{name}.intrinsics'")
+    _check_cameras(sample.cams, where, "cams")
+    if not isinstance(sample.cam_sweeps, list):
+        raise DataError(f"{where}: field 'cam_sweeps' must be a list of {{camera: record}} dicts, found "
+                        f"{type(sample.cam_sweeps).__name__}")
+    for i, entry in enumerate(sample.cam_sweeps):
+        if not isinstance(entry, dict) or not entry:
+            raise DataError(f"{where}: field 'cam_sweeps[{i}]' must be a non-empty {{camera: record}} dict, found "
+                            f"{type(entry).__name__}")
+        _check_cameras(entry, where, f"cam_sweeps[{i}]")
+        for name, cam in entry.items():
+            if cam.timestamp > sample.timestamp:
+                raise DataError(f"{where}: field 'cam_sweeps[{i}].{name}.timestamp' is {cam.timestamp}, after the "
+                                f"keyframe's {sample.timestamp}; expected earlier camera sweeps only")
     if not isinstance(sample.sweeps, list):
         raise DataError(f"{where}: field 'sweeps' must be a list of sweep records, found "
                         f"{type(sample.sweeps).__name__}")
@@ -202,6 +212,20 @@ def validate_sample(sample: SampleInfo, source: str = "<memory>") -> None:
             raise DataError(f"{where}: field 'sweeps[{i}].timestamp' is {sweep.timestamp}, after the keyframe's "
                             f"{sample.timestamp}; expected earlier sweeps only")
         _check_pose(sweep.sensor2lidar, f"{where}: field 'sweeps[{i}].sensor2lidar'")
+
+
+def _check_cameras(cams: dict, where: str, field_name: str) -> None:
+    for name, cam in cams.items():
+        if not isinstance(name, str) or not isinstance(cam, CameraInfo):
+            raise DataError(f"{where}: field '{field_name}' must map camera names to camera records, found "
+                            f"{type(name).__name__} -> {type(cam).__name__}")
+        if not isinstance(cam.image_path, str) or not cam.image_path:
+            raise DataError(f"{where}: field '{field_name}.{name}.image_path' must be a non-empty path, found "
+                            f"{cam.image_path!r:.64}")
+        _check_timestamp(cam.timestamp, f"{where}: field '{field_name}.{name}.timestamp'")
+        _check_pose(cam.sensor2ego, f"{where}: field '{field_name}.{name}.sensor2ego'")
+        _check_pose(cam.ego2global, f"{where}: field '{field_name}.{name}.ego2global'")
+        _check_intrinsics(cam.intrinsics, f"{where}: field '{field_name}.{name}.intrinsics'")
 
 
 def _as_matrix(value, shape: tuple[int, ...], where: str, what: str) -> np.ndarray:
@@ -294,6 +318,11 @@ def _read_ours(d: dict) -> SampleInfo:
         cam.ego2global = _matrix(cam.ego2global, (4, 4), f"cams.{name}.ego2global")
     for i, sweep in enumerate(sample.sweeps):
         sweep.sensor2lidar = _matrix(sweep.sensor2lidar, (4, 4), f"sweeps[{i}].sensor2lidar")
+    for i, entry in enumerate(sample.cam_sweeps):
+        for name, cam in entry.items():
+            cam.intrinsics = _matrix(cam.intrinsics, (3, 3), f"cam_sweeps[{i}].{name}.intrinsics")
+            cam.sensor2ego = _matrix(cam.sensor2ego, (4, 4), f"cam_sweeps[{i}].{name}.sensor2ego")
+            cam.ego2global = _matrix(cam.ego2global, (4, 4), f"cam_sweeps[{i}].{name}.ego2global")
     return sample
 
 

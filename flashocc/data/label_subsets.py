@@ -5,7 +5,8 @@ frame-level draw would leak every scene into the "labelled" part. Two draws:
 
 * ``"nested"`` (ours, the default): one fixed seeded permutation of the sorted names, and the first
   ``round(fraction * n)`` of it. Every smaller subset lies inside every larger one (20 % ⊂ 40 % ⊂ …),
-  so a curve over fractions adds labels instead of swapping scenes.
+  so a curve over fractions adds labels instead of swapping scenes. The seed is ``data.label_seed``
+  (default 0): another seed draws another nested family, to measure how much a result owes to the draw.
 * ``"effocc"``: EFFOcc's own draw, for comparing with its published splits: sort the scene tokens,
   ``random.seed(42)``, ``random.sample(tokens, k)`` (EFFOcc@9544ca0
   mmdet3d/datasets/nuscenes_dataset_occ.py, NuScenesDatasetOccpancy.load_annotations, options

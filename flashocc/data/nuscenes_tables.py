@@ -6,8 +6,9 @@ Reads ``<root>/<version>/{scene,sample,sample_data,calibrated_sensor,sensor,ego_
 its own calibration, intrinsics and ego pose at its own timestamp, as FlashOCC@4084861
 tools/create_data_bevdet.py stores them (docs/official-behaviour.md#info-files), plus up to ``max_sweeps``
 earlier LIDAR_TOP sweeps as mmdet3d's ``create_nuscenes_infos(max_sweeps=10)`` records them for EFFOcc
-(docs/official-behaviour.md#lidar-points-and-sweeps). Scenes are written in name order, samples in
-sequence order; ``prev_token`` comes from the sample table.
+(docs/official-behaviour.md#lidar-points-and-sweeps), and the ``camera_sweeps`` earlier images of every
+camera as SparseOcc@af4d9df gen_sweep_info.py records them (``SampleInfo.cam_sweeps``). Scenes are written
+in name order, samples in sequence order; ``prev_token`` comes from the sample table.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 LIDAR_CHANNEL = "LIDAR_TOP"
 TABLES: tuple[str, ...] = ("scene", "sample", "sample_data", "calibrated_sensor", "sensor", "ego_pose")
 MAX_SWEEPS = 10  # EFFOcc's bevdetv3 infos (mmdet3d create_data.py nuscenes_data_prep, max_sweeps=10)
+CAMERA_SWEEPS = 5  # SparseOcc@af4d9df gen_sweep_info.py: 5 camera sweeps per keyframe (12 Hz between 2 Hz)
 
 
 @dataclass
@@ -63,7 +65,8 @@ def load_tables(root: str | os.PathLike, version: str, names: Sequence[str] = TA
 
 def samples_from_tables(tables: dict[str, dict[str, dict]], root: Path, version: str,
                         occ_root: Path | None = None, cameras: tuple[str, ...] = NUSCENES_CAMERAS,
-                        max_sweeps: int = MAX_SWEEPS) -> dict[str, list[SampleInfo]]:
+                        max_sweeps: int = MAX_SWEEPS, camera_sweeps: int = CAMERA_SWEEPS
+                        ) -> dict[str, list[SampleInfo]]:
     """{"train": [...], "val": [...]} following the official split of ``version``."""
     sensors = tables["sensor"]
     channel_of = {tok: sensors[cs["sensor_token"]]["channel"] for tok, cs in tables["calibrated_sensor"].items()}
@@ -87,13 +90,14 @@ def samples_from_tables(tables: dict[str, dict[str, dict]], root: Path, version:
             seen.add(token)
             sample = _get(tables, "sample", token, version)
             out[split].append(_sample_info(tables, keyframes, sample, scene, root, occ_root, cameras, version,
-                                           max_sweeps))
+                                           max_sweeps, camera_sweeps))
             token = sample["next"]
     return out
 
 
 def _sample_info(tables, keyframes, sample: dict, scene: dict, root: Path, occ_root: Path | None,
-                 cameras: tuple[str, ...], version: str, max_sweeps: int = MAX_SWEEPS) -> SampleInfo:
+                 cameras: tuple[str, ...], version: str, max_sweeps: int = MAX_SWEEPS,
+                 camera_sweeps: int = CAMERA_SWEEPS) -> SampleInfo:
     token = sample["token"]
 
     def keyframe(channel: str) -> tuple[dict, dict, dict]:
@@ -128,21 +132,50 @@ def _sample_info(tables, keyframes, sample: dict, scene: dict, root: Path, occ_r
         # obtain_sensor2top: sweep LiDAR -> its ego -> global -> keyframe ego -> keyframe LiDAR.
         sweep2lidar = global2lidar @ transform(pose, "ego_pose") @ transform(cs, "calibrated_sensor")
         sweeps.append(SweepInfo(data_path=sd["filename"], sensor2lidar=sweep2lidar, timestamp=int(sd["timestamp"])))
-    cams = {}
-    for name in cameras:
-        sd, cs, pose = keyframe(name)
-        cams[name] = CameraInfo(image_path=sd["filename"], intrinsics=_intrinsics(cs, token, name),
-                                sensor2ego=transform(cs, "calibrated_sensor"), ego2global=transform(pose, "ego_pose"),
-                                timestamp=int(sd["timestamp"]))
+    def camera(sd: dict, name: str) -> CameraInfo:
+        cs = _get(tables, "calibrated_sensor", sd["calibrated_sensor_token"], version)
+        pose = _get(tables, "ego_pose", sd["ego_pose_token"], version)
+        return CameraInfo(image_path=sd["filename"], intrinsics=_intrinsics(cs, token, name),
+                          sensor2ego=transform(cs, "calibrated_sensor"), ego2global=transform(pose, "ego_pose"),
+                          timestamp=int(sd["timestamp"]))
+
+    cam_keyframes = {name: keyframe(name)[0] for name in cameras}
+    cams = {name: camera(sd, name) for name, sd in cam_keyframes.items()}
+    cam_sweeps = _camera_sweeps(tables, cam_keyframes, camera, camera_sweeps, version) if sample.get("prev") else []
     info = SampleInfo(
         token=token, scene_name=scene["name"], scene_token=scene["token"], timestamp=int(sample["timestamp"]),
         lidar_path=lidar_sd["filename"], lidar2ego=transform(lidar_cs, "calibrated_sensor"),
         ego2global=transform(lidar_pose, "ego_pose"), cams=cams,
         occ_path=_occ_path(root, occ_root, scene["name"], token), prev_token=sample.get("prev", "") or "",
-        sweeps=sweeps,
+        sweeps=sweeps, cam_sweeps=cam_sweeps,
     )
     validate_sample(info, source=str(root / version))
     return info
+
+
+def _camera_sweeps(tables, cam_keyframes: dict[str, dict], camera, count: int, version: str
+                   ) -> list[dict[str, CameraInfo]]:
+    """``count`` steps back along every camera's ``prev`` chain, newest first (gen_sweep_info.py,
+    add_sweep_info). As upstream, the steps do not look at ``is_key_frame``: where a camera took only 4
+    images in the interval, the 5th step is the previous keyframe's image. Where a chain ends, the rest
+    repeat the last complete entry (upstream; it fails if the first step already has none: we record
+    none, and the frame choice then models the sweeps from the keyframes)."""
+    current = dict(cam_keyframes)
+    out: list[dict[str, CameraInfo]] = []
+    for _ in range(count):
+        entry: dict[str, CameraInfo] | None = {}
+        for name in cam_keyframes:
+            if not current[name].get("prev"):
+                entry = None
+                break
+            current[name] = _get(tables, "sample_data", current[name]["prev"], version)
+            entry[name] = camera(current[name], name)
+        if entry is None:
+            if not out:
+                return []
+            entry = out[-1]
+        out.append(entry)
+    return out
 
 
 def _intrinsics(cs: dict, token: str, camera: str) -> np.ndarray:
@@ -172,9 +205,11 @@ def _get(tables: dict, table: str, token: str, version: str) -> dict:
 
 
 def build_nuscenes_infos(root: str | os.PathLike, out: str | os.PathLike, version: str = "v1.0-trainval",
-                         occ: str | os.PathLike | None = None, max_sweeps: int = MAX_SWEEPS) -> NuScenesInfosResult:
+                         occ: str | os.PathLike | None = None, max_sweeps: int = MAX_SWEEPS,
+                         camera_sweeps: int = CAMERA_SWEEPS) -> NuScenesInfosResult:
     """Write ``<out>/infos_train.pkl`` and ``<out>/infos_val.pkl`` from the nuScenes tables under ``root``,
-    with up to ``max_sweeps`` earlier LiDAR sweeps per sample (0: none, as FlashOcc's own infos).
+    with up to ``max_sweeps`` earlier LiDAR sweeps per sample (0: none, as FlashOcc's own infos) and
+    ``camera_sweeps`` earlier images per camera (SparseOcc's past frames; 0: none).
 
     ``occ`` is the Occ3D ``gts`` folder (default ``<root>/gts``); samples without ``labels.npz`` there are
     counted and logged, not dropped (a test split has none).
@@ -185,7 +220,10 @@ def build_nuscenes_infos(root: str | os.PathLike, out: str | os.PathLike, versio
         raise FileNotFoundError(f"Occ3D folder not found: {occ_root}; expected the 'gts' folder of Occ3D-nuScenes")
     if isinstance(max_sweeps, bool) or not isinstance(max_sweeps, int) or max_sweeps < 0:
         raise ValueError(f"max_sweeps: expected an integer >= 0, found {max_sweeps!r}")
-    splits = samples_from_tables(load_tables(root, version), root, version, occ_root, max_sweeps=max_sweeps)
+    if isinstance(camera_sweeps, bool) or not isinstance(camera_sweeps, int) or camera_sweeps < 0:
+        raise ValueError(f"camera_sweeps: expected an integer >= 0, found {camera_sweeps!r}")
+    splits = samples_from_tables(load_tables(root, version), root, version, occ_root, max_sweeps=max_sweeps,
+                                 camera_sweeps=camera_sweeps)
     result = NuScenesInfosResult()
     for split, samples in splits.items():
         result.missing_labels += sum(not labels_file(root / s.occ_path).is_file() for s in samples)

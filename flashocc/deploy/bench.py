@@ -355,8 +355,9 @@ def _ort_row(cfg: BenchConfig, graphs: dict[str, Path], batch: dict, held_out: d
 
 def run_bench(cfg: BenchConfig) -> BenchReport:
     """Measure every requested (backend, precision); unavailable ones are rows with status 'skipped'."""
-    from flashocc.models.presets import build_model
+    from flashocc.errors import ConfigError
     from flashocc.models.examples import example_model_batch
+    from flashocc.models.presets import build_model, get_config
 
     unknown = [b for b in cfg.backends if b not in BACKENDS] + [p for p in cfg.precisions if p not in PRECISIONS]
     if unknown:
@@ -365,6 +366,9 @@ def run_bench(cfg: BenchConfig) -> BenchReport:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = resolve_device("auto")
+    if getattr(get_config(cfg.preset), "family", "") == "sparseocc":
+        raise ConfigError(f"{cfg.preset}: SparseOcc has its own stages and comparison; use "
+                          "flashocc.deploy.sparseocc_bench.run_sparseocc_bench (what 'flashocc bench' calls)")
     model = build_model(cfg.preset)
     if getattr(model.config, "family", "") == "effocc":  # LiDAR(-camera) stages: flashocc/deploy/effocc_bench.py
         from flashocc.deploy.effocc_bench import bench_stages, effocc_bench_rows

@@ -30,7 +30,9 @@ from flashocc.data.dataset import OccDataset, collate_batch
 from flashocc.device import accelerator_rng_state, amp_plan, collective_device, set_accelerator_rng_state, use_pin_memory
 from flashocc.atomic import atomic_write, clean_orphan_temps
 from flashocc.engine.checkpoint import atomic_torch_save, load_checkpoint, read_checkpoint, unwrap_model
-from flashocc.errors import CheckpointError, RunFolderError, TrainingDivergedError
+from flashocc.errors import CheckpointError, ConfigError, RunFolderError, TrainingDivergedError
+from flashocc.data.active_masks import MASKS_DIR
+from flashocc.engine.active import check_training_masks, stage_training_masks, training_masks
 from flashocc.engine.distill import setup_distillation, teacher_targets, with_teacher_data
 from flashocc.engine.distributed import DistInfo, setup_distributed
 from flashocc.engine.ema import ModelEMA
@@ -40,7 +42,8 @@ from flashocc.models.presets import build_model
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "last.pt"
 # What a run folder holds; an existing one is never replaced without --overwrite.
-RUN_FILES = (CHECKPOINT_NAME, "config.yaml", "metrics.jsonl", "train.log", "tensorboard", "labeled_scenes.txt")
+RUN_FILES = (CHECKPOINT_NAME, "config.yaml", "metrics.jsonl", "train.log", "tensorboard", "labeled_scenes.txt",
+             MASKS_DIR)
 # With a time budget and the cosine schedule, the measured speed sizes the schedule: first over the 20
 # steps from step 10 (past the start-up), then again every 20 steps over the last BUDGET_WINDOW steps.
 # Re-measuring matters: one slow start (a cold disk cache, another job) once planned 699 steps for a
@@ -72,6 +75,26 @@ def lr_at(step: int, cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -
     if step < cfg.warmup_iters:  # mmcv linear warmup from warmup_ratio · lr
         lr *= 1 - (1 - step / cfg.warmup_iters) * (1 - cfg.warmup_ratio)
     return lr
+
+
+def lr_param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
+    """AdamW parameter groups, one per ``train.lr_multipliers`` multiplier (key ``lr_mult``) plus the rest at
+    1. A parameter takes the longest pattern contained in its state-dict name, ties alphabetical (mmcv
+    DefaultOptimizerConstructor's custom_keys order); a pattern that matches no parameter is an error."""
+    patterns = sorted(sorted(dict(cfg.lr_multipliers)), key=len, reverse=True)
+    mult = dict(cfg.lr_multipliers)
+    groups: dict[str, list[torch.nn.Parameter]] = {p: [] for p in patterns}
+    rest: list[torch.nn.Parameter] = []
+    for name, param in model.named_parameters():
+        hit = next((p for p in patterns if p in name), None)
+        (groups[hit] if hit is not None else rest).append(param)
+    unused = [p for p in patterns if not groups[p]]
+    if unused:
+        first = next((name for name, _ in model.named_parameters()), "")
+        raise ConfigError(f"train.lr_multipliers: pattern(s) {unused} match no parameter name of "
+                          f"{type(model).__name__} (names look like {first!r})")
+    out = [{"params": groups[p], "lr_mult": float(mult[p]), "lr": cfg.lr * mult[p]} for p in patterns]
+    return out + ([{"params": rest, "lr_mult": 1.0, "lr": cfg.lr}] if rest else [])
 
 
 def _rng_state() -> dict:
@@ -212,6 +235,7 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
     if info.is_main:
         prepare_run_folder(out_dir, resume, overwrite)
     saved = read_resume_state(ckpt_path, cfg) if resume else None
+    masks = training_masks(cfg, out_dir, resume)  # voxel-level active learning (active.masks), checked first
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
     random.seed(tc.seed)
@@ -219,11 +243,16 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
     model = build_train_model(cfg, info)
     teacher = setup_distillation(cfg, model, info.device) if cfg.distill.enabled else None
     ema = ModelEMA(model, tc.ema_decay, tc.ema_ramp, tc.ema_init_updates) if tc.ema else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
+    optimizer = torch.optim.AdamW(lr_param_groups(unwrap_model(model), tc), lr=tc.lr, betas=tc.betas,
+                                  weight_decay=tc.weight_decay)
     infos = Path(cfg.train_infos) if Path(cfg.train_infos).is_absolute() else data_root / cfg.train_infos
     # Part of the labels (data.labeled_fraction / labeled_scenes): a student with a teacher reads every scene,
     # flagged; any other run trains on the labelled scenes only.
-    dataset = OccDataset(data_root, infos, cfg.data, train=True, aug_seed=tc.seed, keep_unlabeled=teacher is not None)
+    # With active.masks, a sample outside the labelled scenes that has a mask is read too (its selected voxels).
+    dataset = OccDataset(data_root, infos, cfg.data, train=True, aug_seed=tc.seed,
+                         keep_unlabeled=teacher is not None or masks is not None, active_masks=masks)
+    if masks is not None:
+        check_training_masks(masks, model, dataset, cfg)
     sampler = GlobalBatchSampler(len(dataset), tc.batch_size, info.world_size, info.rank, tc.grad_accum_steps, tc.seed)
     total_steps = tc.max_iters if tc.max_iters > 0 else tc.epochs * sampler.steps_per_epoch
 
@@ -244,14 +273,20 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
         if overwrite:
             _clear_run(out_dir)
         save_run_config(cfg, out_dir / "config.yaml")
+        if masks is not None:  # the run keeps its masks: a resume reads them, the next cycle grows them
+            dataset.active_masks = stage_training_masks(masks, out_dir)
         if dataset.labeled_scene_names is not None:
             with atomic_write(out_dir / "labeled_scenes.txt", "w") as f:
                 f.write("".join(f"{name}\n" for name in dataset.labeled_scene_names))
         _truncate_metrics(out_dir / "metrics.jsonl", state.step)
     _setup_logging(out_dir, info)
     if dataset.labeled_scene_names is not None:
-        log.info("labelled scenes: %d (%s)%s", len(dataset.labeled_scene_names), out_dir / "labeled_scenes.txt",
+        log.info("labelled scenes: %d (%s; data.label_subset=%s, data.label_seed=%d)%s", len(dataset.labeled_scene_names),
+                 out_dir / "labeled_scenes.txt", cfg.data.label_subset, cfg.data.label_seed,
                  "; the others are read unlabelled" if teacher is not None else "")
+    if masks is not None:
+        log.info("active learning: %d samples train on their selected voxels (%s)", len(masks.tokens),
+                 out_dir / MASKS_DIR)
     if saved is not None:
         log.info("resumed from %s at step %d (epoch %d)", ckpt_path, state.step, state.epoch)
     elif resume:
@@ -302,7 +337,7 @@ def train(cfg: RunConfig, data_root: str | Path, out_dir: str | Path, resume: bo
                     state.planned_steps = planned
             lr = lr_at(state.step, tc, sampler.steps_per_epoch, state.planned_steps or total_steps)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_mult", 1.0)
             totals: dict[str, float] = {}
             for micro in range(tc.grad_accum_steps):
                 batch = to_device(next(batches), info.device)

@@ -3,6 +3,10 @@
 Semantics: FlashOCC@4084861 lib/dvr/dvr.cu, render_forward in "test" mode
 (docs/official-behaviour.md#rayiou-rays-and-traversal). Every kernel walks rays with ``_walk``, so
 the traversal exists once; the kernels differ only in how they get each ray's two points.
+
+The kernels are serial over a range of rays and release the GIL: ``raycast.py`` runs ranges in a
+thread pool. numba's ``prange`` (OpenMP layer) was measured to cost more: its idle worker spins after
+every parallel region, about 11 ms of CPU per sample in ``flashocc evaluate`` (docs/benchmarks.md#metrics).
 """
 from __future__ import annotations
 
@@ -10,10 +14,6 @@ import numba
 import numpy as np
 
 from flashocc.metrics._raycast_limits import DBL_MAX, MAX_STEP   # compile-time constants for numba
-
-# Rays handed to a thread at a time. prange's default gives each thread one contiguous half, and the
-# halves can differ a lot (an origin near the grid's edge has short rays); small chunks balance them.
-CHUNK = 256
 
 
 @numba.njit(nogil=True, cache=True)
@@ -127,36 +127,35 @@ def _walk(codes, sx, sy, sz, full, xo, yo, zo, xe, ye, ze, out_index, out_dist, 
         v += 1
 
 
-@numba.njit(parallel=True, nogil=True, cache=True)
-def cast_kernel(codes, sx, sy, sz, nvol, origins, endpoints, out_index, out_dist):
-    """Rays given by voxel-unit points: codes (X*Y*Z,) uint8 occupancy bitmask, grid sizes, number of
-    volumes V, origins (K, 3) float32 and end points (K, R, 3) float32; outputs index (V, K, R) int64
-    and dist (V, K, R) float64."""
-    k_count = endpoints.shape[0]
+@numba.njit(nogil=True, cache=True)
+def cast_kernel(codes, sx, sy, sz, nvol, origins, endpoints, start, stop, out_index, out_dist):
+    """Rays ``start:stop`` (flat ids k * R + r) given by voxel-unit points: codes (X*Y*Z,) uint8
+    occupancy bitmask, grid sizes, number of volumes V, origins (K, 3) float32 and end points (K, R, 3)
+    float32; outputs index (V, K * R) int64 and dist (V, K * R) float64."""
     r_count = endpoints.shape[1]
     full = (1 << nvol) - 1
-    index = out_index.reshape((nvol, k_count * r_count))
-    dist = out_dist.reshape((nvol, k_count * r_count))
-    for n in numba.prange(k_count * r_count):
+    for n in range(start, stop):
         k = n // r_count
         r = n - k * r_count
         _walk(codes, sx, sy, sz, full, np.float64(origins[k, 0]), np.float64(origins[k, 1]),
               np.float64(origins[k, 2]), np.float64(endpoints[k, r, 0]), np.float64(endpoints[k, r, 1]),
-              np.float64(endpoints[k, r, 2]), index, dist, n)
+              np.float64(endpoints[k, r, 2]), out_index, out_dist, n)
 
 
-@numba.njit(parallel=True, nogil=True, cache=True)
-def cast_metric_kernel(codes, sx, sy, sz, nvol, origins, directions, lower, size, rays, out_index, out_dist):
+@numba.njit(nogil=True, cache=True)
+def cast_metric_kernel(codes, sx, sy, sz, nvol, origins, directions, lower, size, rays, start, stop,
+                       out_index, out_dist):
     """Rays given in metres: origins (K, 3) float64 and unit directions (R, 3) float32 in the ego frame,
     the grid's ``lower`` corner and voxel ``size`` (3,) float64; ``rays`` (M,) int64 are the rays to
-    cast as flat ids k * R + r. Outputs index (V, M) int64 and dist (V, M) float64.
+    cast as flat ids k * R + r, of which this call casts ``rays[start:stop]``. Outputs index (V, M)
+    int64 and dist (V, M) float64.
 
     The voxel-unit points are rounded as ``raycast.to_voxel_units`` rounds them (same float64
     operations, then float32), so both routes give identical rays.
     """
     r_count = directions.shape[0]
     full = (1 << nvol) - 1
-    for j in numba.prange(rays.shape[0]):
+    for j in range(start, stop):
         n = rays[j]
         k = n // r_count
         r = n - k * r_count

@@ -9,8 +9,10 @@ Ties pick Z, then Y over X. Distances are in voxel units here; callers scale the
 
 Two backends compute the same thing:
 
-* ``"numba"``: one compiled loop per ray, parallel over rays (``prange``). Several volumes (the
-  ground truth and the prediction) share one walk, which stops once every volume has been hit.
+* ``"numba"``: one compiled loop per ray, ranges of rays on ``threads`` threads (``_ray_threads.py``:
+  default ``$FLASHOCC_RAY_THREADS``, else the cores available; the result never depends on it).
+  Several volumes (the ground truth and the prediction) share one walk, which stops once every
+  volume has been hit.
   Fastest on CPU; needs ``pip install numba``. ``cast_metric_rays`` also derives each ray's points
   from the origins in metres inside the kernel, and can cast a subset of the rays (RayIoU casts
   only the scored rays of a prediction when the ground truth's cast is cached).
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 
 from flashocc.grid import OccGrid
+from flashocc.metrics._ray_threads import ray_threads, run_chunked
 from flashocc.metrics._raycast_limits import DBL_MAX, MAX_STEP
 
 logger = logging.getLogger(__name__)
@@ -85,17 +88,19 @@ def pack_occupancy(volumes: list[np.ndarray], free_label: int) -> np.ndarray:
 
 
 def cast_rays(codes: np.ndarray | torch.Tensor, num_volumes: int, origins_vox: np.ndarray,
-              endpoints_vox: np.ndarray, backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+              endpoints_vox: np.ndarray, backend: str = "auto",
+              threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Walk every ray of every origin through the packed occupancy ``codes`` (X, Y, Z).
 
     ``origins_vox`` (K, 3) and ``endpoints_vox`` (K, R, 3) are in voxel units (see
     ``to_voxel_units``). Returns ``index`` (V, K, R) int64 flat C-order voxel indices of the hit
     (or fallback) voxel per volume and ``dist`` (V, K, R) float64 exit distances in voxel units
-    (-1 where the ray never enters the grid, with index 0).
+    (-1 where the ray never enters the grid, with index 0). ``threads``: of the numba backend (see
+    ``_ray_threads.ray_threads``).
     """
     backend = resolve_backend(backend, codes)
     if backend == "numba":
-        return _cast_numba(np.ascontiguousarray(codes), num_volumes, origins_vox, endpoints_vox)
+        return _cast_numba(np.ascontiguousarray(codes), num_volumes, origins_vox, endpoints_vox, ray_threads(threads))
     codes = torch.as_tensor(codes)
     if codes.device.type != "cpu":
         return _cast_torch(codes, num_volumes, origins_vox, endpoints_vox)
@@ -111,7 +116,7 @@ def cast_rays(codes: np.ndarray | torch.Tensor, num_volumes: int, origins_vox: n
 
 def cast_metric_rays(codes: np.ndarray | torch.Tensor, num_volumes: int, origins: np.ndarray,
                      directions: np.ndarray, grid: OccGrid, rays: np.ndarray | None = None,
-                     backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+                     backend: str = "auto", threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Walk rays given in metres: ``origins`` (K, 3) and unit ``directions`` (R, 3) in the ego frame.
 
     ``rays``: flat ray ids ``k * R + r`` to cast (default: all K * R, origin-major), e.g. only the rays
@@ -127,9 +132,10 @@ def cast_metric_rays(codes: np.ndarray | torch.Tensor, num_volumes: int, origins
     if rays.ndim != 1 or (rays.size and (rays.min() < 0 or rays.max() >= k * r)):
         raise ValueError(f"rays: expected a 1-D array of ray ids in 0..{k * r - 1} ({k} origins x {r} rays)")
     if backend == "numba":
-        return _cast_metric_numba(np.asarray(codes), num_volumes, origins, directions, grid, rays)
+        return _cast_metric_numba(np.asarray(codes), num_volumes, origins, directions, grid, rays, ray_threads(threads))
     o_vox, e_vox = to_voxel_units(origins, directions, grid)
-    index, dist = cast_rays(codes, num_volumes, o_vox[rays // r], e_vox.reshape(-1, 3)[rays][:, None, :], backend)
+    index, dist = cast_rays(codes, num_volumes, o_vox[rays // r], e_vox.reshape(-1, 3)[rays][:, None, :], backend,
+                            threads)
     return index.reshape(num_volumes, -1), dist.reshape(num_volumes, -1)
 
 
@@ -176,37 +182,35 @@ def _numba_kernels():
 
 
 def _cast_numba(codes: np.ndarray, num_volumes: int, origins_vox: np.ndarray,
-                endpoints_vox: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    import numba
-
+                endpoints_vox: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
     kernels = _numba_kernels()
     k, r = endpoints_vox.shape[:2]
-    index = np.empty((num_volumes, k, r), dtype=np.int64)
-    dist = np.empty((num_volumes, k, r), dtype=np.float64)
+    index = np.empty((num_volumes, k * r), dtype=np.int64)
+    dist = np.empty((num_volumes, k * r), dtype=np.float64)
     sx, sy, sz = codes.shape
-    with numba.parallel_chunksize(kernels.CHUNK):
-        kernels.cast_kernel(codes.reshape(-1), sx, sy, sz, num_volumes,
-                            np.ascontiguousarray(origins_vox, dtype=np.float32),
-                            np.ascontiguousarray(endpoints_vox, dtype=np.float32), index, dist)
-    return index, dist
+    flat = codes.reshape(-1)
+    o = np.ascontiguousarray(origins_vox, dtype=np.float32)
+    e = np.ascontiguousarray(endpoints_vox, dtype=np.float32)
+    run_chunked(lambda start, stop: kernels.cast_kernel(flat, sx, sy, sz, num_volumes, o, e, start, stop, index, dist),
+                k * r, threads)
+    return index.reshape(num_volumes, k, r), dist.reshape(num_volumes, k, r)
 
 
 def _cast_metric_numba(codes: np.ndarray, num_volumes: int, origins: np.ndarray, directions: np.ndarray,
-                       grid: OccGrid, rays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    import numba
-
+                       grid: OccGrid, rays: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
     kernels = _numba_kernels()
     index = np.empty((num_volumes, rays.size), dtype=np.int64)
     dist = np.empty((num_volumes, rays.size), dtype=np.float64)
     sx, sy, sz = codes.shape
+    flat = np.ascontiguousarray(codes).reshape(-1)
+    o = np.ascontiguousarray(origins, dtype=np.float64)
+    d = np.ascontiguousarray(directions, dtype=np.float32)
     # float32 grid parameters widened to float64, as to_voxel_units does
     lower = np.asarray(grid.lower, dtype=np.float32).astype(np.float64)
     size = np.asarray(grid.voxel_size, dtype=np.float32).astype(np.float64)
-    with numba.parallel_chunksize(kernels.CHUNK):
-        kernels.cast_metric_kernel(np.ascontiguousarray(codes).reshape(-1), sx, sy, sz, num_volumes,
-                                   np.ascontiguousarray(origins, dtype=np.float64),
-                                   np.ascontiguousarray(directions, dtype=np.float32), lower, size, rays,
-                                   index, dist)
+    run_chunked(lambda start, stop: kernels.cast_metric_kernel(flat, sx, sy, sz, num_volumes, o, d, lower, size, rays,
+                                                               start, stop, index, dist),
+                rays.size, threads)
     return index, dist
 
 

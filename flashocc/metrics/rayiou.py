@@ -15,6 +15,7 @@ import torch
 
 from flashocc.grid import OCC3D_NUSCENES, OccGrid
 from flashocc.metrics.common import MergeableState, as_label_volume, as_origins, nanmean, safe_divide
+from flashocc.metrics._ray_threads import ray_threads
 from flashocc.metrics._raycast_limits import MAX_STEP
 from flashocc.metrics.ray_cache import GroundTruthRays, GTRayCache, ray_set_fingerprint
 from flashocc.metrics.raycast import (_numba_kernels, cast_metric_rays, lidar_ray_directions, pack_occupancy,
@@ -47,11 +48,12 @@ class RayCaster:
     """Casts the official 14,040 rays per origin through a GT and a predicted volume.
 
     ``backend``: "auto" (numba when installed, else torch), "numba" or "torch"; ``device``: a torch
-    device for the torch backend (e.g. "cuda").
+    device for the torch backend (e.g. "cuda"); ``threads``: of the numba backend (None:
+    ``$FLASHOCC_RAY_THREADS``, else the cores available; the hits never depend on it).
     """
 
     def __init__(self, grid: OccGrid = OCC3D_NUSCENES, backend: str = "auto",
-                 device: str | torch.device | None = None) -> None:
+                 device: str | torch.device | None = None, threads: int | None = None) -> None:
         if len(set(grid.voxel_size)) != 1:
             raise ValueError(f"RayIoU needs isotropic voxels (distances are voxel steps x size), got {grid.voxel_size}")
         self.grid = grid
@@ -61,6 +63,7 @@ class RayCaster:
             if backend != "torch":
                 raise ValueError(f"device {self.device} needs backend='torch', got {backend!r}")
         self.backend = resolve_backend(backend)
+        self.threads = None if threads is None else ray_threads(threads)   # checked now, not at the first cast
         self.directions = lidar_ray_directions()
 
     def cast(self, volumes: list[np.ndarray], origins: np.ndarray,
@@ -86,7 +89,8 @@ class RayCaster:
             codes = pack_occupancy(volumes, self.grid.free_label)
         if self.device is not None and self.device.type != "cpu":
             codes = torch.as_tensor(codes, device=self.device)
-        return cast_metric_rays(codes, len(volumes), origins, self.directions, self.grid, rays, self.backend)
+        return cast_metric_rays(codes, len(volumes), origins, self.directions, self.grid, rays, self.backend,
+                                self.threads)
 
     def hits(self, pred: np.ndarray, gt: np.ndarray, origins: np.ndarray) -> RayHits:
         """Validated (X, Y, Z) volumes and (K, 3) origins (metres, ego frame) -> hits of non-free GT rays."""
@@ -112,15 +116,18 @@ class RayIoU(MergeableState):
     scoring another prediction of the same samples casts only the prediction, and only along the rays
     that are scored; the scores are identical with and without it (``flashocc.metrics.ray_cache``).
 
+    ``threads``: ray-casting threads (numba backend; default ``$FLASHOCC_RAY_THREADS``, else the
+    cores available); the totals are the same for every count.
+
     Totals merge across processes: see ``flashocc.metrics.common``.
     """
 
     def __init__(self, grid: OccGrid = OCC3D_NUSCENES, thresholds: Sequence[float] = THRESHOLDS,
                  backend: str = "auto", device: str | torch.device | None = None,
-                 cache: GTRayCache | str | os.PathLike | None = None) -> None:
+                 cache: GTRayCache | str | os.PathLike | None = None, threads: int | None = None) -> None:
         self.grid = grid
         self.thresholds = tuple(float(t) for t in thresholds)
-        self.caster = RayCaster(grid, backend, device)
+        self.caster = RayCaster(grid, backend, device, threads)
         self.cache = cache if cache is None or isinstance(cache, GTRayCache) else GTRayCache(cache)
         self._ray_set = ray_set_fingerprint(self.caster.directions, grid.shape, grid.lower, grid.voxel_size,
                                             grid.free_label, MAX_STEP)

@@ -37,7 +37,7 @@ from flashocc.models.heads import BEVOCCHead2D, BEVOCCHead3D
 from flashocc.models.losses import class_balance_weights
 from flashocc.models.necks import FPN_LSS, LSSFPN3D, CustomFPN
 from flashocc.models.resnet import ResNet
-from flashocc.models.panoptic import PanopticConfig, build_panoptic
+from flashocc.models.panoptic import Panoptic4DConfig, PanopticConfig, build_panoptic, build_panoptic4d
 from flashocc.models.sparseocc import SparseOccConfig, build_sparseocc
 from flashocc.models.swin import ImageFPN_LSS, SwinTransformer
 from flashocc.models.temporal import FlashOccStereo4D
@@ -135,6 +135,7 @@ BUILDERS: dict[type[ModelConfig], Callable[..., nn.Module]] = {
     EFFOccConfig: build_effocc,  # models/effocc/ (LiDAR-camera fusion and LiDAR-only)
     SparseOccConfig: build_sparseocc,  # models/sparseocc/ (not a ModelConfig: no lift-splat fields)
     PanopticConfig: build_panoptic,  # models/panoptic/ (Panoptic-FlashOcc, BEVDepthPano)
+    Panoptic4DConfig: build_panoptic4d,  # models/panoptic/temporal.py (BEVDepth4DPano)
 }
 
 

@@ -17,7 +17,8 @@ Terms, in this order (the order of the returned dict, so their sum is reproducib
   loss_distill_* with a teacher's outputs in the batch: the distillation terms (models/distill.py)
 
 A batch with ``labeled`` (B,) bool (a run on part of the labels) computes the supervised terms above
-on its labelled samples only (``_labeled_only``).
+on its labelled samples only (``_labeled_only``). A batch with ``active_mask`` (B, Dx, Dy, Dz) bool
+(voxel-level active learning) is supervised by its selected voxels only (``selected_voxels``).
 """
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ from flashocc.batch import TARGET_KEYS
 from flashocc.grid import OCC3D_NUSCENES, OccGrid
 from flashocc.models.losses import affinity_loss, cell_depth_loss, depth_loss, occupancy_loss, semantic_loss
 from flashocc.models.ray_targets import ray_targets
+
+# The selected voxels of voxel-level active learning (flashocc.data.active_masks.BATCH_KEY).
+ACTIVE_MASK_KEY = "active_mask"
 
 
 @dataclass
@@ -106,6 +110,8 @@ class OccupancyCriterion(nn.Module):
         labels = batch["voxel_semantics"]
         mask = batch["mask_camera"] if self.use_mask else None
         ignore = self.grid.ignore_label
+        if ACTIVE_MASK_KEY in batch:
+            labels, mask = selected_voxels(labels, mask, batch[ACTIVE_MASK_KEY], ignore)
         out = {"loss_occ": occupancy_loss(outputs.logits, labels, mask, self.class_weights, ignore)}
         out.update(self.auxiliary_terms(outputs, batch, labels, mask))
         return out
@@ -147,6 +153,23 @@ class OccupancyCriterion(nn.Module):
         if self.semantic_loss_weight > 0:
             terms.append(f"{self.semantic_loss_weight}·semantic")
         return " + ".join(terms)
+
+
+def selected_voxels(labels: torch.Tensor, mask: torch.Tensor | None, selected: torch.Tensor, ignore_label: int
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labels, mask) where only the ``selected`` voxels supervise: every other voxel's label becomes
+    ``ignore_label``, so no term built on the labels (the ray targets of the depth and per-pixel class
+    terms included) reads it, and it leaves the mask, so the cross-entropy is averaged over the selected
+    voxels (inside the camera mask when it is used). EFFOcc passes its selection as the loss mask
+    (EFFOcc@9544ca0 mmdet3d/models/detectors/active_fusionocc.py, ActiveFlashFusionOCC, ``activate_al``)."""
+    selected = selected.to(labels.device).bool()
+    labels = torch.where(selected, labels, torch.full_like(labels, ignore_label))
+    return labels, selected if mask is None else (mask > 0) & selected
+
+
+def reads_voxel_selection(criterion: nn.Module) -> bool:
+    """Whether ``criterion`` honours ``active_mask`` (criteria that override ``forward`` do not)."""
+    return isinstance(criterion, OccupancyCriterion) and type(criterion).forward is OccupancyCriterion.forward
 
 
 def _labeled_only(outputs: OccOutputs, batch: Mapping[str, torch.Tensor]

@@ -18,6 +18,8 @@ from flashocc.models.examples import example_batch
 
 def gflops_unavailable(cfg) -> str | None:
     """Why ``count_gflops`` has no count for ``cfg`` (None when it has one)."""
+    if cfg.family == "panoptic-4d":  # checked first: a ModelConfig, but neither the single-frame nor the stereo count
+        return "no FLOPs model for BEVDepth4DPano (num_adj + 1 lifted frames) yet"
     if isinstance(cfg, ModelConfig):
         return None
     if cfg.family == "sparseocc":

@@ -85,10 +85,11 @@ def flashocc_r50_distill() -> CameraLSSConfig:
 
 
 def flashocc_tiny_distill() -> CameraLSSConfig:
-    # Ours: flashocc-tiny as the student of effocc-fusion-tiny: its BEV neck and head widths are the
-    # teacher's (64-ch fused BEV feature, 32-ch head), so the head can be inherited (docs/few-labels.md).
-    return replace(flashocc_tiny(), name="flashocc-tiny-distill",
-                   description="ours: flashocc-tiny shaped as the student of effocc-fusion-tiny (64-ch BEV neck)",
+    # Ours: flashocc-tiny-demo (same training aids, same recipe) as the student of effocc-fusion-tiny: its
+    # BEV neck and head widths are the teacher's (64-ch fused BEV feature, 32-ch head), so the head can be
+    # inherited (docs/few-labels.md).
+    return replace(flashocc_tiny_demo(), name="flashocc-tiny-distill",
+                   description="ours: flashocc-tiny-demo shaped as the student of effocc-fusion-tiny (64-ch BEV neck)",
                    bev_neck_channels=64, head_channels=32)
 
 
@@ -163,6 +164,12 @@ PRESETS: dict[str, tuple] = {
     "panoptic-flashocc-depth": (panoptic.panoptic_flashocc_depth, 57_833_822),
     "panoptic-flashocc-depth-pano": (panoptic.panoptic_flashocc_depth_pano, 58_214_898),
     "panoptic-flashocc-tiny": (panoptic.panoptic_flashocc_tiny, None),
+    # 4D (BEVDepth4DPano / BEVDepth4DOCC): no published parameter count; ours, counted from the official
+    # depth4d configs (tests/models/test_panoptic_4d.py).
+    "panoptic-flashocc-depth4d": (panoptic.panoptic_flashocc_depth4d, None),
+    "panoptic-flashocc-depth4d-pano": (panoptic.panoptic_flashocc_depth4d_pano, None),
+    "panoptic-flashocc-depth4d-longterm8f": (panoptic.panoptic_flashocc_depth4d_longterm8f, None),
+    "panoptic-flashocc-depth4d-longterm8f-pano": (panoptic.panoptic_flashocc_depth4d_longterm8f_pano, None),
 }
 
 

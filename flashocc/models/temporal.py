@@ -177,8 +177,7 @@ class FlashOccStereo4D(FlashOcc):
         """
         n = curr.feats.shape[1]
         # Key ego = the current frame's camera 0 for every frame (BEVStereo4D.prepare_inputs).
-        s2k = sensor_to_key_ego(torch.cat([curr.sensor2ego, prev.sensor2ego], 1),
-                                torch.cat([curr.ego2global, prev.ego2global], 1))
+        s2k = key_ego_poses([curr.sensor2ego, prev.sensor2ego], [curr.ego2global, prev.ego2global])
         # Official detail (BEVStereo4D.extract_img_feat): mlp_input uses the key frame's sensor2keyego
         # for every frame.
         mlp_input = camera_mlp_input(s2k[:, :n], geometry["intrinsics"].float(), geometry["post_rots"].float(),
@@ -206,27 +205,46 @@ class FlashOccStereo4D(FlashOcc):
     def split_frames(self, batch: Mapping[str, torch.Tensor]) -> tuple[list[dict[str, torch.Tensor]], dict]:
         """Per-frame (img, sensor2ego, ego2global) for [t, t-1, t-2], padded with the current frame,
         and the current frame's geometry (intrinsics, post_rots, post_trans, bda)."""
-        b, views = check_inputs(batch)
-        n = self.num_cameras
-        if views % n or not 1 <= views // n <= NUM_FRAMES:
-            raise ValueError(f"batch['img'] has {views} views; a temporal model expects T·{n} views (T = 1..3 "
-                             f"frames, frame-major [t, t-1, t-2]), e.g. OccDataset with DataConfig(num_adjacent=2)")
-        frames = [{k: batch[k][:, i * n:(i + 1) * n] for k in ("img", "sensor2ego", "ego2global")}
-                  for i in range(views // n)]
-        if self.training and len(frames) == 1 and not getattr(self, "_warned_single_frame", False):
+        split = split_frames(batch, self.num_cameras, NUM_FRAMES)
+        if self.training and batch["img"].shape[1] == self.num_cameras and not getattr(self, "_warned_single_frame",
+                                                                                         False):
             self._warned_single_frame = True
             log.warning("training a temporal model on single-frame batches: every frame falls back to the "
                         "current one; build the data with DataConfig(num_adjacent=%d)", NUM_FRAMES - 1)
-        frames += [frames[0]] * (NUM_FRAMES - len(frames))  # official scene-start fallback
-        geometry = {k: batch[k][:, :n] for k in ("intrinsics", "post_rots", "post_trans")}
-        geometry["bda"] = batch["bda"]
-        return frames, geometry
+        return split
 
     def current_geometry(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         n = self.num_cameras
         out = {k: batch[k][:, :n] for k in ("img", "sensor2ego", "ego2global", "intrinsics", "post_rots", "post_trans")}
         out["bda"] = batch["bda"]
         return out
+
+
+def split_frames(batch: Mapping[str, torch.Tensor], num_cameras: int, num_frames: int
+                 ) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """A frame-major batch of T <= ``num_frames`` frames -> per-frame (img, sensor2ego, ego2global) for
+    [t, t-1, ...], padded to ``num_frames`` with the current frame (the official scene-start fallback),
+    and the current frame's geometry (intrinsics, post_rots, post_trans, bda). Shared by every temporal
+    model (BEVStereo4D here, BEVDepth4DPano in models/panoptic/temporal.py)."""
+    b, views = check_inputs(batch)
+    n = num_cameras
+    if views % n or not 1 <= views // n <= num_frames:
+        raise ValueError(f"batch['img'] has {views} views; a temporal model expects T·{n} views (T = 1..{num_frames} "
+                         f"frames, frame-major [t, t-1, ...]), e.g. OccDataset with "
+                         f"DataConfig(num_adjacent={num_frames - 1})")
+    frames = [{k: batch[k][:, i * n:(i + 1) * n] for k in ("img", "sensor2ego", "ego2global")}
+              for i in range(views // n)]
+    frames += [frames[0]] * (num_frames - len(frames))
+    geometry = {k: batch[k][:, :n] for k in ("intrinsics", "post_rots", "post_trans")}
+    geometry["bda"] = batch["bda"]
+    return frames, geometry
+
+
+def key_ego_poses(sensor2egos: Sequence[torch.Tensor], ego2globals: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Frames [t, t-1, ...] of (B, N, 4, 4) poses -> sensor -> key ego (B, T·N, 4, 4), the key ego being the
+    current frame's camera 0 for every frame (BEVDet4D.prepare_inputs): each earlier frame is lifted
+    straight into the current key-ego frame, no BEV warping (``align_after_view_transfromation=False``)."""
+    return sensor_to_key_ego(torch.cat(list(sensor2egos), 1), torch.cat(list(ego2globals), 1))
 
 
 def _detached(f: FrameFeatures) -> FrameFeatures:

@@ -39,7 +39,9 @@ def test_official_entry_indices():
         interval = idx[0] + 1
         assert 4 <= interval <= 8 and idx == [(k + 1) * interval - 1 for k in range(7)]
     assert S.prev_entry_indices(12, True, rng) == [0, 1, 2, 3, 4, 5, 6]  # m = 1: interval 1
-    assert S.prev_entry_indices(6, True, rng) == [5] * 7                # m = 0: index -1, the last entry
+    assert S.prev_entry_indices(6, True, rng) == [0, 1, 2, 3, 4, 5, 5]  # <= 7 entries: all, padded with the last
+    assert S.prev_entry_indices(7, True, rng) == [0, 1, 2, 3, 4, 5, 6]
+    assert S.prev_entry_indices(20, False, None) == [5, 11, 17, 19, 19, 19, 19]  # clamped to the last entry
     assert S.prev_entry_indices(0, True, rng) == []
     with pytest.raises(ValueError):
         S.prev_entry_indices(60, True, None)
@@ -113,3 +115,113 @@ def test_the_model_asks_for_the_pipeline_and_the_field_is_validated():
     assert load_run_config("flashocc-tiny").data.pipeline == "flashocc"
     with pytest.raises(ConfigError, match="data.pipeline"):
         DataConfig(pipeline="sparse")
+
+
+def _cam(path: str, ts: int, x: float) -> "CameraInfo":
+    from flashocc.data.infos import CameraInfo
+
+    pose = np.eye(4)
+    pose[0, 3] = x
+    return CameraInfo(path, np.array([[100.0, 0, 50], [0, 100.0, 30], [0, 0, 1]]), np.eye(4), pose, ts)
+
+
+def _scene_with_sweeps(n: int, per_interval: int = 5, cameras=S.NUSCENES_CAMERAS) -> list[SampleInfo]:
+    """Keyframes every 0.5 s with ``per_interval`` camera sweeps between them; the first has none (official)."""
+    scene = _scene(n)
+    for i, sample in enumerate(scene):
+        sample.cams = {c: _cam(f"k{i}/{c}", sample.timestamp, float(i)) for c in cameras}
+        if i:
+            dt = 500_000 // (per_interval + 1)
+            sample.cam_sweeps = [{c: _cam(f"k{i}s{j}/{c}", sample.timestamp - (j + 1) * dt, i - (j + 1) / 6)
+                                  for c in cameras} for j in range(per_interval)]
+    return scene
+
+
+def _names(frames) -> list[str]:
+    return [f.cams["CAM_FRONT"].image_path.split("/")[0] for f in frames]
+
+
+def test_the_prev_list_is_the_official_one_when_camera_sweeps_exist():
+    scene = _scene_with_sweeps(12)
+    by_token = {s.token: s for s in scene}
+    entries = S.prev_list(scene[3], by_token)
+    assert _names(entries) == ["k3s0", "k3s1", "k3s2", "k3s3", "k3s4", "k2",
+                               "k2s0", "k2s1", "k2s2", "k2s3", "k2s4", "k1",
+                               "k1s0", "k1s1", "k1s2", "k1s3", "k1s4", "k0"]  # k0 has no sweeps: the walk ends
+    assert S.prev_list(scene[0], by_token) == []
+    assert len(S.prev_list(scene[11], by_token)) == 66
+    # Test: keyframes t-1 ... t-7, clamped at the scene start (same as the keyframe model).
+    assert _names(S.sparseocc_frames(scene[11], by_token, False, None)) == [f"k{i}" for i in range(11, 3, -1)]
+    assert _names(S.sparseocc_frames(scene[3], by_token, False, None)) == ["k3", "k2", "k1", "k0", "k0", "k0", "k0", "k0"]
+    assert _names(S.sparseocc_frames(scene[0], by_token, False, None)) == ["k0"] * 8
+
+    class Fixed:
+        def integers(self, low, high):
+            assert (low, high) == (4, 9)  # 66 entries: m = 9 -> interval in [4, 8]
+            return 4
+
+    # Training, interval 4: entries 3, 7, 11, ...; the camera sweeps themselves, not the nearest keyframes.
+    got = _names(S.sparseocc_frames(scene[11], by_token, True, Fixed()))
+    assert got == ["k11", "k11s3", "k10s1", "k9", "k9s3", "k8s1", "k7", "k7s3"]
+    # The sweep's own pose goes into lidar2img: it maps the current frame into that image.
+    frames = S.sparseocc_frames(scene[11], by_token, True, Fixed())
+    m = S.lidar2img(scene[11], frames[1], "CAM_FRONT", np.eye(3), np.zeros(3))
+    expected = S.lidar2img(scene[11], scene[11], "CAM_FRONT", np.eye(3), np.zeros(3))
+    shift = np.eye(4)
+    shift[0, 3] = 4 / 6  # the sweep camera sits 4/6 m behind the keyframe camera (current LiDAR = global here)
+    assert np.allclose(m, expected @ shift)
+    # Short training list (one interval, 6 entries): read whole, padded with its last entry.
+    assert _names(S.sparseocc_frames(scene[1], by_token, True, np.random.default_rng(0))) == \
+        ["k1", "k1s0", "k1s1", "k1s2", "k1s3", "k1s4", "k0", "k0"]
+
+
+def test_an_entry_missing_a_camera_is_replaced_by_the_one_before():
+    scene = _scene_with_sweeps(9)
+    scene[8].cam_sweeps[4] = {"CAM_FRONT": scene[8].cam_sweeps[4]["CAM_FRONT"]}
+    by_token = {s.token: s for s in scene}
+
+    class Fixed:
+        def integers(self, low, high):
+            return 5
+
+    assert _names(S.sparseocc_frames(scene[8], by_token, True, Fixed()))[1] == "k8s3"  # entry 4 -> entry 3
+
+
+def test_infos_without_camera_sweeps_fall_back_to_the_nearest_keyframes(tmp_path):
+    from flashocc.data.infos import load_infos, save_infos
+
+    scene = _scene_with_sweeps(20)
+    by_token = {s.token: s for s in scene}
+
+    class Fixed:
+        def integers(self, low, high):
+            return 4
+
+    exact = _names(S.sparseocc_frames(scene[19], by_token, True, Fixed()))
+    for s in scene:
+        s.cam_sweeps = []
+    assert not S.has_camera_sweeps(scene[19])
+    model = _names(S.sparseocc_frames(scene[19], by_token, True, Fixed()))
+    assert model == ["k19", "k18", "k18", "k17", "k16", "k16", "k15", "k14"] != exact
+    # Both round-trip through the info file; a record written before the field existed still loads.
+    scene = _scene_with_sweeps(3)
+    save_infos(scene, tmp_path / "i.pkl")
+    back = load_infos(tmp_path / "i.pkl")
+    assert [len(s.cam_sweeps) for s in back] == [0, 5, 5]
+    assert back[2].cam_sweeps[1]["CAM_BACK"].image_path == "k2s1/CAM_BACK"
+    np.testing.assert_allclose(back[2].cam_sweeps[1]["CAM_BACK"].ego2global, scene[2].cam_sweeps[1]["CAM_BACK"].ego2global)
+    from flashocc.data.infos import sample_from_dict, sample_to_dict
+
+    old = sample_to_dict(scene[2])
+    del old["cam_sweeps"]
+    assert sample_from_dict(old).cam_sweeps == []
+
+
+def test_a_camera_sweep_after_its_keyframe_is_refused():
+    from flashocc.data.infos import validate_sample
+    from flashocc.errors import DataError
+
+    scene = _scene_with_sweeps(2)
+    scene[1].cam_sweeps[0]["CAM_BACK"].timestamp = scene[1].timestamp + 1
+    with pytest.raises(DataError, match=r"cam_sweeps\[0\]\.CAM_BACK\.timestamp"):
+        validate_sample(scene[1])

@@ -136,3 +136,65 @@ def test_compiled_bookkeeping_equals_the_numpy_one(occ3d, tmp_path, cached):
         np.testing.assert_array_equal(compiled.state()[key].numpy(), value.numpy(), err_msg=key)
     if cached:
         assert (compiled.cache.misses, compiled.cache.hits) == (1, 5)     # one GT, six predictions
+
+
+def test_thread_counts_give_the_same_casts_and_totals(occ3d):
+    """1, 2 and 3 threads (uneven chunks included) cast every ray to the same bits; the totals equal
+    the replaced caster's."""
+    gt = occ3d["semantics"]
+    pred = _noisy(gt, 4)
+    codes = pack_occupancy([gt, pred], 17)
+    dirs = lidar_ray_directions()
+    some = np.sort(np.random.default_rng(5).choice(8 * 14040, size=30_001, replace=False))
+    serial = cast_metric_rays(codes, 2, EIGHT_ORIGINS, dirs, OCC3D_NUSCENES, backend="numba", threads=1)
+    serial_some = cast_metric_rays(codes, 2, EIGHT_ORIGINS, dirs, OCC3D_NUSCENES, rays=some, backend="numba",
+                                   threads=1)
+    expected = _legacy().legacy_totals(pred, gt, EIGHT_ORIGINS, dirs, OCC3D_NUSCENES)
+    for threads in (2, 3):
+        index, dist = cast_metric_rays(codes, 2, EIGHT_ORIGINS, dirs, OCC3D_NUSCENES, backend="numba", threads=threads)
+        np.testing.assert_array_equal(index, serial[0])
+        np.testing.assert_array_equal(dist.view(np.int64), serial[1].view(np.int64))
+        index, dist = cast_metric_rays(codes, 2, EIGHT_ORIGINS, dirs, OCC3D_NUSCENES, rays=some, backend="numba",
+                                       threads=threads)
+        np.testing.assert_array_equal(index, serial_some[0])
+        np.testing.assert_array_equal(dist.view(np.int64), serial_some[1].view(np.int64))
+        metric = RayIoU(backend="numba", threads=threads)
+        metric.update(pred, gt, EIGHT_ORIGINS)
+        _assert_same_totals(metric, [expected])
+
+
+def test_thread_count_setting(monkeypatch):
+    from flashocc.errors import ConfigError
+    from flashocc.metrics._ray_threads import ENV, available_cores, ray_threads
+
+    monkeypatch.delenv(ENV, raising=False)
+    assert ray_threads() == available_cores() >= 1
+    monkeypatch.setenv(ENV, "3")
+    assert ray_threads() == 3
+    assert ray_threads(1) == 1                          # an explicit count wins over the environment
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv(ENV, bad)
+        with pytest.raises(ConfigError, match=ENV):
+            ray_threads()
+    with pytest.raises(ConfigError, match="threads"):
+        RayIoU(backend="numba", threads=0)
+
+
+def test_a_failing_chunk_raises_and_the_pool_keeps_working():
+    from flashocc.metrics._ray_threads import run_chunked
+
+    done = np.zeros(10_000, dtype=np.int64)
+
+    def kernel(start, stop):
+        if start == 0:
+            raise RuntimeError("chunk failed")
+        done[start:stop] += 1
+
+    with pytest.raises(RuntimeError, match="chunk failed"):
+        run_chunked(kernel, done.size, 2)
+    done[:] = 0
+    run_chunked(lambda a, b: done.__setitem__(slice(a, b), done[a:b] + 1), done.size, 3)
+    assert (done == 1).all()                            # every ray exactly once
+    calls = []
+    run_chunked(lambda a, b: calls.append((a, b)), 0, 2)    # a cached sample without scored rays
+    assert calls in ([], [(0, 0)])

@@ -5,6 +5,7 @@ Layout (the nuScenes/Occ3D one, so every reader handles synthetic and real data 
     root/samples/CAM_*/<scene>__CAM_*__<timestamp>.jpg
     root/samples/LIDAR_TOP/<scene>__LIDAR_TOP__<timestamp>.pcd.bin   (M, 5) float32 x, y, z, intensity, ring
     root/sweeps/LIDAR_TOP/<scene>__LIDAR_TOP__<timestamp>.pcd.bin    the 20 Hz sweeps between keyframes
+    root/sweeps/CAM_*/<scene>__CAM_*__<timestamp>.jpg                camera sweeps (opt-in: camera_sweeps)
     root/gts/<scene>/<token>/labels.npz                              semantics, mask_lidar, mask_camera, instances
     root/infos_train.pkl, root/infos_val.pkl                         flashocc.data.infos.save_infos
     root/synth_complete.json                                         written last: the set is complete
@@ -39,6 +40,7 @@ from flashocc.data.synth.render import render_camera
 from flashocc.data.synth.rig import Rig, nuscenes_rig
 from flashocc.data.synth.voxelize import voxelize
 from flashocc.data.synth.world import World, generate_world
+from flashocc.geometry import NUSCENES_CAMERAS
 from flashocc.grid import OCC3D_NUSCENES, OccGrid
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,9 @@ class SynthConfig:
     lidar_azimuth_steps: int = 1080            # ~34.5k rays per sweep, like the fixture's 34,688 points
     lidar_max_range: float = 70.0
     lidar_sweeps: int = 10                     # earlier 20 Hz sweeps recorded per keyframe (mmdet3d max_sweeps)
+    # Camera images between keyframes, evenly spaced (5 at 0.5 s: nuScenes' 12 Hz), for SparseOcc's past frames
+    # (SampleInfo.cam_sweeps); 0 renders keyframes only and leaves the set as it was before the field.
+    camera_sweeps: int = 0
     jpeg_quality: int = 92
     workers: int = 1
 
@@ -79,6 +84,9 @@ class SynthConfig:
             (self.lidar_azimuth_steps >= 16, "lidar_azimuth_steps", ">= 16", self.lidar_azimuth_steps),
             (isinstance(self.lidar_sweeps, int) and not isinstance(self.lidar_sweeps, bool) and self.lidar_sweeps >= 0,
              "lidar_sweeps", "an integer >= 0 (sweeps before each keyframe, 20 Hz)", self.lidar_sweeps),
+            (isinstance(self.camera_sweeps, int) and not isinstance(self.camera_sweeps, bool)
+             and self.camera_sweeps >= 0, "camera_sweeps", "an integer >= 0 (camera images between keyframes)",
+             self.camera_sweeps),
             (1 <= self.jpeg_quality <= 95, "jpeg_quality", "1..95", self.jpeg_quality),
             (self.workers >= 1, "workers", ">= 1", self.workers),
         ]
@@ -173,8 +181,36 @@ def frame_sweeps(config: SynthConfig, frame_index: int) -> tuple[list[tuple[int,
     return refs, [t for t, k in refs if k is None and (after is None or t > after)]
 
 
+def camera_sweep_times(config: SynthConfig, frame_index: int) -> list[float]:
+    """Times (s) of keyframe ``frame_index``'s camera sweeps, newest first, evenly between it and the previous
+    keyframe; none for a scene's first keyframe (as nuScenes infos: SparseOcc@af4d9df gen_sweep_info.py)."""
+    if frame_index == 0:
+        return []
+    step = config.frame_interval_s / (config.camera_sweeps + 1)
+    return [frame_index * config.frame_interval_s - (j + 1) * step for j in range(config.camera_sweeps)]
+
+
+def render_cameras(world: World, rig: Rig, time_s: float) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The six images at ``time_s`` (each from the ego pose at its own exposure time) and those ego poses."""
+    corners = world.primitives.corners()
+    images, poses = {}, {}
+    for cam in rig.cameras:
+        poses[cam.name] = world.ego_pose(time_s + cam.time_offset_us * 1e-6)
+        images[cam.name] = render_camera(world, corners, cam.intrinsics, poses[cam.name] @ cam.cam2ego,
+                                         rig.image_size)[0]
+    return images, poses
+
+
 def sweep_file_count(config: SynthConfig) -> int:
-    return config.scenes * sum(len(frame_sweeps(config, f)[1]) for f in range(config.frames_per_scene))
+    per_scene = sum(len(frame_sweeps(config, f)[1]) + len(NUSCENES_CAMERAS) * len(camera_sweep_times(config, f))
+                    for f in range(config.frames_per_scene))
+    return config.scenes * per_scene
+
+
+def recorded_config(config: SynthConfig) -> dict:
+    """The config as the info files store it: without the worker count (it changes nothing in the output)
+    and without ``camera_sweeps`` when 0, so sets written before that field stay byte-identical and valid."""
+    return {k: v for k, v in asdict(config).items() if k != "workers" and not (k == "camera_sweeps" and v == 0)}
 
 
 def generate_synthetic_set(out: str | os.PathLike, config: SynthConfig = SynthConfig(),
@@ -206,7 +242,7 @@ def generate_synthetic_set(out: str | os.PathLike, config: SynthConfig = SynthCo
         logger.warning("only %d scene(s): the train split reuses the val scenes", config.scenes)
         train = val
     # The worker count changes nothing in the output, so it stays out of the (byte-identical) info files.
-    meta = {"source": SOURCE, "config": {k: v for k, v in asdict(config).items() if k != "workers"}}
+    meta = {"source": SOURCE, "config": recorded_config(config)}
     save_infos(train, root / "infos_train.pkl", meta)
     save_infos(val, root / "infos_val.pkl", meta)
     # Last: the marker says every file above is in place (flashocc.data.synth.marker).
@@ -280,6 +316,18 @@ def _write_frame(root: Path, config: SynthConfig, scene_index: int, frame_index:
         Image.fromarray(frame.images[cam.name]).save(buf, "JPEG", quality=config.jpeg_quality)
         _write_atomic(root / rel, buf.getvalue())
         cams[cam.name] = CameraInfo(rel, cam.intrinsics.copy(), cam.cam2ego.copy(), frame.cam_ego2global[cam.name], ts)
+    cam_sweeps = []
+    for t in camera_sweep_times(config, frame_index):
+        images, poses = render_cameras(world, rig, t)
+        entry = {}
+        for cam in rig.cameras:
+            ts = scene_start + round(t * 1e6) + cam.time_offset_us
+            rel = f"sweeps/{cam.name}/{scene}__{cam.name}__{ts}.jpg"
+            buf = io.BytesIO()
+            Image.fromarray(images[cam.name]).save(buf, "JPEG", quality=config.jpeg_quality)
+            _write_atomic(root / rel, buf.getvalue())
+            entry[cam.name] = CameraInfo(rel, cam.intrinsics.copy(), cam.cam2ego.copy(), poses[cam.name], ts)
+        cam_sweeps.append(entry)
     lidar_rel = _lidar_file("samples", scene, timestamp)
     _write_atomic(root / lidar_rel, frame.points.astype(np.float32).tobytes())
     refs, own = frame_sweeps(config, frame_index)
@@ -300,7 +348,7 @@ def _write_frame(root: Path, config: SynthConfig, scene_index: int, frame_index:
     prev = _token(config.seed, scene_index, frame_index - 1) if frame_index > 0 else ""
     return SampleInfo(token=token, scene_name=scene, scene_token=_token(config.seed, scene_index), timestamp=timestamp,
                       lidar_path=lidar_rel, lidar2ego=rig.lidar2ego.copy(), ego2global=frame.ego2global, cams=cams,
-                      occ_path=occ_rel, prev_token=prev, sweeps=sweeps)
+                      occ_path=occ_rel, prev_token=prev, sweeps=sweeps, cam_sweeps=cam_sweeps)
 
 
 def _as_from_worker(sample: SampleInfo) -> SampleInfo:

@@ -35,8 +35,10 @@ _TEMP = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")   # flashocc.atomic
 
 def config_record(config: SynthConfig) -> dict:
     """The config as the marker and the info files store it: JSON types, without the worker count
-    (it changes nothing in the output)."""
-    return json.loads(json.dumps({k: v for k, v in asdict(config).items() if k != "workers"}))
+    (it changes nothing in the output) and without ``camera_sweeps`` when 0 (sets written before it
+    stay valid)."""
+    skip = {"workers"} | ({"camera_sweeps"} if config.camera_sweeps == 0 else set())
+    return json.loads(json.dumps({k: v for k, v in asdict(config).items() if k not in skip}))
 
 
 def generator_files(root: Path) -> list[Path]:
@@ -58,7 +60,7 @@ def generator_files(root: Path) -> list[Path]:
         elif _is_dir(entry) and entry.name == "samples":
             found += _sensor_files(root, entry)
         elif _is_dir(entry) and entry.name == "sweeps":
-            found += _sensor_files(root, entry, ("LIDAR_TOP",))
+            found += _sensor_files(root, entry)  # LiDAR and (opt-in) camera sweeps
         elif _is_dir(entry) and entry.name == "gts":
             found += _label_files(root, entry)
         else:

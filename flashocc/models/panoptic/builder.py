@@ -1,4 +1,5 @@
-"""``build_panoptic``: every field of a ``PanopticConfig`` -> ``BEVDepthPano``."""
+"""``build_panoptic`` / ``build_panoptic4d``: every field of a ``PanopticConfig`` -> ``BEVDepthPano``, of a
+``Panoptic4DConfig`` -> ``BEVDepth4DPano``; and the presets' configs."""
 from __future__ import annotations
 
 import torch
@@ -8,10 +9,11 @@ from flashocc.grid import OCC3D_CLASS_FREQUENCIES
 from flashocc.models.bev_encoder import CustomResNet
 from flashocc.models.losses import class_balance_weights
 from flashocc.models.necks import FPN_LSS, CustomFPN
-from flashocc.models.panoptic.config import PanopticConfig
+from flashocc.models.panoptic.config import Panoptic4DConfig, PanopticConfig
 from flashocc.models.panoptic.criterion import PanopticCriterion
 from flashocc.models.panoptic.heads import BEVOCCHead2D_V2, CenternessHead
 from flashocc.models.panoptic.model import BEVDepthPano, BEVDepthViewTransformer
+from flashocc.models.panoptic.temporal import BEVDepth4DPano
 from flashocc.models.resnet import ResNet
 from flashocc.models.swin import ImageFPN_LSS, SwinTransformer
 
@@ -37,7 +39,8 @@ def _class_weights(cfg: PanopticConfig) -> torch.Tensor | None:
     return class_balance_weights(OCC3D_CLASS_FREQUENCIES) if cfg.class_balance else None
 
 
-def build_panoptic(cfg: PanopticConfig) -> BEVDepthPano:
+def _parts(cfg: PanopticConfig, encoder_in: int) -> tuple[dict[str, nn.Module], dict]:
+    """The modules of ``BEVDepthPano`` in constructor order, and its keyword options."""
     grid = cfg.grid
     dx, dy, dz = grid.shape
     backbone, img_neck = _image_encoder(cfg)
@@ -45,7 +48,7 @@ def build_panoptic(cfg: PanopticConfig) -> BEVDepthPano:
                                    cfg.depth_bins, grid.lower,
                                    (grid.voxel_size[0], grid.voxel_size[1], grid.upper[2] - grid.lower[2]),
                                    (dx, dy, 1), sid=cfg.sid, aspp_mid_channels=cfg.aspp_channels)
-    encoder = CustomResNet(cfg.bev_channels, cfg.encoder_channels, cfg.encoder_layers, cfg.encoder_strides)
+    encoder = CustomResNet(encoder_in, cfg.encoder_channels, cfg.encoder_layers, cfg.encoder_strides)
     neck = FPN_LSS(cfg.encoder_channels[0] + cfg.encoder_channels[2], cfg.bev_neck_channels)
     head = BEVOCCHead2D_V2(cfg.bev_neck_channels, cfg.head_channels, dz, grid.num_classes)
     # Without the centre head this is the official non-pano BEVDepthOCC (panoptic-flashocc-r50-depth*.py).
@@ -56,10 +59,28 @@ def build_panoptic(cfg: PanopticConfig) -> BEVDepthPano:
                                   depth_target=cfg.depth_target, semantic_loss_weight=cfg.semantic_loss_weight,
                                   affinity_loss_weight=cfg.affinity_loss_weight, centres=cfg.centre_head)
     semantic = nn.Conv2d(cfg.bev_channels, grid.num_classes, 1) if cfg.semantic_loss_weight > 0 else None
-    return BEVDepthPano(backbone, img_neck, view, encoder, neck, head, centres, criterion,
-                        semantic_head=semantic, grid=grid, max_centres=cfg.max_centres,
-                        score_threshold=cfg.centre_score_threshold,
-                        official_class_mapping=cfg.official_class_mapping, assign_radius=cfg.assign_radius)
+    modules = {"img_backbone": backbone, "img_neck": img_neck, "img_view_transformer": view,
+               "img_bev_encoder_backbone": encoder, "img_bev_encoder_neck": neck, "occ_head": head,
+               "aux_centerness_head": centres, "criterion": criterion}
+    options = dict(semantic_head=semantic, grid=grid, max_centres=cfg.max_centres,
+                   score_threshold=cfg.centre_score_threshold, official_class_mapping=cfg.official_class_mapping,
+                   assign_radius=cfg.assign_radius)
+    return modules, options
+
+
+def build_panoptic(cfg: PanopticConfig) -> BEVDepthPano:
+    modules, options = _parts(cfg, cfg.bev_channels)
+    return BEVDepthPano(*modules.values(), **options)
+
+
+def build_panoptic4d(cfg: Panoptic4DConfig) -> BEVDepth4DPano:
+    # The BEV encoder reads the [t, t-1, ..., t-num_adj] concatenation (numC_Trans x num_frames inputs).
+    modules, options = _parts(cfg, cfg.bev_channels * cfg.num_frames)
+    c = cfg.bev_channels
+    pre_process = CustomResNet(c, (c,), (1,), (1,))  # official pre_process: one stride-1 stage of numC_Trans
+    return BEVDepth4DPano(modules["img_backbone"], modules["img_neck"], modules["img_view_transformer"], pre_process,
+                          modules["img_bev_encoder_backbone"], modules["img_bev_encoder_neck"], modules["occ_head"],
+                          modules["aux_centerness_head"], modules["criterion"], num_adj=cfg.num_adj, **options)
 
 
 # ---- presets (rows in models/presets.py) -------------------------------------------------------------
@@ -101,3 +122,35 @@ def panoptic_flashocc_tiny() -> PanopticConfig:
                           input_size=(96, 256), depth_bins=(1.0, 45.0, 1.0), bev_channels=16,
                           encoder_channels=(16, 32, 64), bev_neck_channels=16, head_channels=16, aspp_channels=16,
                           centre_channels=16)
+
+
+# 4D (official panoptic-flashocc-r50-depth4d*.py): the depth-pano settings (numC_Trans 80, 0.5 m bins) over
+# num_adj previous keyframes. The longterm configs differ in num_adj only (and a 0.1 centre score threshold).
+def _depth4d(name: str, description: str, num_adj: int, pano: bool) -> Panoptic4DConfig:
+    return Panoptic4DConfig(name=name, description=description, bev_channels=80, encoder_channels=(160, 320, 640),
+                            num_adj=num_adj, centre_head=pano,
+                            centre_score_threshold=0.1 if pano and num_adj > 1 else 0.3)
+
+
+def panoptic_flashocc_depth4d_pano() -> Panoptic4DConfig:
+    # Official panoptic-flashocc-r50-depth4d-pano.py: multi_adj_frame_id_cfg (1, 2, 1), one previous frame.
+    return _depth4d("panoptic-flashocc-depth4d-pano", "Panoptic-FlashOcc depth4d-pano: R50, BEVDepth, t and t-1, "
+                    "centres", 1, True)
+
+
+def panoptic_flashocc_depth4d() -> Panoptic4DConfig:
+    # The README's non-pano depth4d row (BEVDepth4DOCC): the same layers without the centre head.
+    return _depth4d("panoptic-flashocc-depth4d", "Panoptic-FlashOcc depth4d (BEVDepth4DOCC): R50, BEVDepth, t and t-1",
+                    1, False)
+
+
+def panoptic_flashocc_depth4d_longterm8f_pano() -> Panoptic4DConfig:
+    # The README's longterm8f-pano row: 8 previous keyframes. The config file the index holds is
+    # panoptic-flashocc-r50-depth4d-longterm16f-pano.py (num_adj 16); model.num_adj=16 builds that one.
+    return _depth4d("panoptic-flashocc-depth4d-longterm8f-pano", "Panoptic-FlashOcc depth4d-longterm8f-pano: R50, "
+                    "BEVDepth, t and 8 previous keyframes, centres", 8, True)
+
+
+def panoptic_flashocc_depth4d_longterm8f() -> Panoptic4DConfig:
+    return _depth4d("panoptic-flashocc-depth4d-longterm8f", "Panoptic-FlashOcc depth4d-longterm8f (BEVDepth4DOCC): "
+                    "R50, BEVDepth, t and 8 previous keyframes", 8, False)

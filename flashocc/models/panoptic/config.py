@@ -72,4 +72,24 @@ class PanopticConfig(ModelConfig):
         return {**needs, "load_instances": True} if self.centre_head else needs
 
 
-__all__ = ["PanopticConfig"]
+@dataclass(frozen=True)
+class Panoptic4DConfig(PanopticConfig):
+    """Panoptic-FlashOcc 4D (``BEVDepth4DPano`` / ``BEVDepth4DOCC``): the BEV maps of the current frame and
+    ``num_adj`` previous keyframes, each through ``pre_process_net``, concatenated [t, t-1, ...] before the
+    BEV encoder (FlashOCC@4084861 projects/configs/panoptic-flashocc/panoptic-flashocc-r50-depth4d*.py,
+    ``multi_adj_frame_id_cfg = (1, num_adj + 1, 1)``). Built by ``panoptic.builder.build_panoptic4d``."""
+
+    family: ClassVar[str] = "panoptic-4d"
+
+    num_adj: int = 1
+
+    @property
+    def num_frames(self) -> int:  # type: ignore[override]  # a field here, a class constant elsewhere
+        return self.num_adj + 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self, [("num_adj", _positive_int(self.num_adj), "an integer > 0 (previous keyframes)")])
+
+
+__all__ = ["PanopticConfig", "Panoptic4DConfig"]

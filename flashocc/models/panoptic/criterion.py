@@ -55,8 +55,9 @@ class PanopticCriterion(OccupancyCriterion):
             keep = keep & (mask > 0)
         out = {"loss_occ": FOCAL_WEIGHT * L.focal_occupancy_loss(logits, labels, keep, self.class_weights,
                                                                  self.distance.to(logits.device))}
-        probs = logits[keep].float().softmax(dim=-1)
-        kept = labels[keep].long()
+        all_kept = bool(keep.all())
+        probs = L.kept(logits, keep, all_kept).float().softmax(dim=-1)
+        kept = L.kept(labels, keep, all_kept).long()
         out["loss_voxel_sem_scal"] = SCAL_WEIGHT * L.sem_scal_loss(probs, kept)
         out["loss_voxel_geo_scal"] = SCAL_WEIGHT * L.geo_scal_loss(probs, kept, self.grid.free_label)
         out["loss_voxel_lovasz"] = LOVASZ_WEIGHT * L.lovasz_softmax(probs, kept)

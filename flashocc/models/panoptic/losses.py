@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 EPS = 1e-5
 
@@ -24,6 +23,64 @@ def distance_weights(dx: int, dy: int, device: torch.device | str | None = None)
     return 1.0 + r / r.max().clamp_min(EPS)
 
 
+class _WeightedFocal(torch.autograd.Function):
+    """Sum over (V, K) of the one-hot sigmoid focal loss times row and class weights, with the gradient in
+    closed form, computed with the loss in one pass. Autograd through the elementwise formula keeps about
+    ten (V, K) intermediates for the backward pass; on the full 200x200x16 grid that memory traffic was
+    most of the step."""
+
+    @staticmethod
+    def forward(ctx, x, labels, row_w, class_w, gamma: float, alpha: float):
+        grad = torch.empty_like(x)
+        total = x.new_zeros((), dtype=torch.float64)
+        for rows in _chunks(x.shape[0]):
+            f, g = _focal_terms(x[rows], labels[rows], gamma, alpha)
+            scale = row_w[rows, None] * class_w
+            total += (f * scale).sum(dtype=torch.float64)
+            torch.mul(g, scale, out=grad[rows])
+        ctx.save_for_backward(grad)
+        return total.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_out, None, None, None, None, None
+
+
+def _chunks(n: int, size: int = 1 << 15) -> list[slice]:
+    return [slice(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+def _focal_terms(x: torch.Tensor, labels: torch.Tensor, gamma: float, alpha: float
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per element of x (V, K): the focal loss f and df/dx. With s = sigmoid(x):
+    t = 0: (1-a) softplus(x) s^g,    df/dx = (1-a) s^g (s + g (1-s) softplus(x))
+    t = 1: a softplus(-x) (1-s)^g,   df/dx = -a (1-s)^g ((1-s) + g s softplus(-x))
+    (softplus as binary_cross_entropy_with_logits writes it: max(±x, 0) + log1p(exp(-|x|))). The t = 1
+    case is computed for the labelled entry of each row only and written over the t = 0 value."""
+    def terms(x: torch.Tensor, target: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        s = x.sigmoid()
+        soft = x.abs().neg_().exp_().log1p_()
+        if target:
+            s, sp, a = 1 - s, x.neg().clamp_min_(0).add_(soft), -alpha   # in terms of q = 1 - s
+        else:
+            sp, a = x.clamp_min(0).add_(soft), 1 - alpha
+        s_g = s.pow(gamma)
+        f = sp * s_g * abs(a)
+        g = (sp * gamma * (1 - s)).add_(s).mul_(s_g).mul_(a)
+        return f, g
+
+    f, g = terms(x, target=False)
+    index = labels[:, None]
+    f_t, g_t = terms(x.gather(1, index), target=True)
+    return f.scatter_(1, index, f_t), g.scatter_(1, index, g_t)
+
+
+def kept(x: torch.Tensor, keep: torch.Tensor, all_kept: bool) -> torch.Tensor:
+    """``x[keep]``, as a view when every voxel is kept (no mask, no ignore label: the official pano case)."""
+    return x.reshape(-1, *x.shape[keep.dim():]) if all_kept else x[keep]
+
+
 def focal_occupancy_loss(logits: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor,
                          class_weights: torch.Tensor | None, dist: torch.Tensor, gamma: float = 2.0,
                          alpha: float = 0.25) -> torch.Tensor:
@@ -33,16 +90,13 @@ def focal_occupancy_loss(logits: torch.Tensor, labels: torch.Tensor, keep: torch
     logits (B, Dx, Dy, Dz, K); labels (B, Dx, Dy, Dz); keep bool, same shape; dist (Dx, Dy).
     """
     k = logits.shape[-1]
-    weight = dist[None, :, :, None].expand(labels.shape)[keep]            # (V,)
-    x = logits[keep].float()                                               # (V, K)
-    t = F.one_hot(labels[keep].long(), k).float()
-    p = x.sigmoid()
-    pt = p * t + (1 - p) * (1 - t)
-    focal = F.binary_cross_entropy_with_logits(x, t, reduction="none") * (alpha * t + (1 - alpha) * (1 - t))
-    focal = focal * (1 - pt).pow(gamma) * weight[:, None]
-    if class_weights is not None:
-        focal = focal * class_weights.to(focal.device)[None, :]
-    return focal.sum() / max(1, int(keep.sum()))
+    all_kept = bool(keep.all())
+    row_w = kept(dist[None, :, :, None].expand(labels.shape), keep, all_kept).float().contiguous()
+    x = kept(logits, keep, all_kept).float()
+    y = kept(labels, keep, all_kept).long()
+    cw = (class_weights.to(x.device, torch.float32) if class_weights is not None
+          else torch.ones(k, device=x.device))
+    return _WeightedFocal.apply(x, y, row_w, cw, gamma, alpha) / max(1, y.numel())
 
 
 def _bce_one(x: torch.Tensor) -> torch.Tensor:
@@ -52,11 +106,14 @@ def _bce_one(x: torch.Tensor) -> torch.Tensor:
 
 def sem_scal_loss(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """probs (V, K) softmax, labels (V,) -> mean over present classes of the precision, recall and
-    specificity terms (a term is skipped when its denominator is 0, as upstream). All classes at once."""
+    specificity terms (a term is skipped when its denominator is 0, as upstream). All classes at once;
+    per-class sums by index_add rather than a (V, K) one-hot product."""
     v, k = probs.shape
-    onehot = F.one_hot(labels.long(), k).to(probs.dtype)
-    hit = (probs * onehot).sum(0)
-    predicted, positives = probs.sum(0), onehot.sum(0)
+    labels = labels.long()
+    # Accumulated in float64: index_add sums sequentially, and float32 drifts by 1e-6 over a million voxels.
+    hit = probs.new_zeros(k, dtype=torch.float64).index_add(
+        0, labels, probs.gather(1, labels[:, None]).squeeze(1).double()).to(probs.dtype)
+    predicted, positives = probs.sum(0), torch.bincount(labels, minlength=k).to(probs.dtype)
     negatives = v - positives
     true_negatives = v - predicted - positives + hit          # sum((1 - p)(1 - t))
     present = positives > 0
@@ -79,19 +136,43 @@ def geo_scal_loss(probs: torch.Tensor, labels: torch.Tensor, free_label: int) ->
 
 
 def lovasz_softmax(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Lovász-softmax over the classes present in ``labels``: probs (V, K), labels (V,); one sort of
-    every class's errors at once."""
+    """Lovász-softmax over the classes present in ``labels``: probs (V, K), labels (V,).
+
+    Per class the loss is sum_i e_(i) (J_i - J_(i-1)) over the errors sorted in descending order (J_i the
+    Jaccard loss of the i largest). The differences J_i - J_(i-1) only depend on the order, so they are
+    computed without gradient and scattered back to the voxels: the gradient is that of the upstream
+    loss (sort backward is the same scatter). The order comes from a sort of the errors' float bits as
+    integers (equal order for errors >= 0), which torch sorts several times faster than floats.
+    """
     k = probs.shape[1]
-    present = torch.bincount(labels.long(), minlength=k) > 0
-    if not present.any():
+    labels = labels.long()
+    present = (torch.bincount(labels, minlength=k) > 0).nonzero().squeeze(1).tolist()
+    if not present:
         return probs.sum() * 0.0
-    fg = F.one_hot(labels.long(), k).to(probs.dtype)[:, present]
-    errors, order = (fg - probs[:, present]).abs().sort(dim=0, descending=True)
-    fg = fg.gather(0, order)
-    gts = fg.sum(0)
-    jaccard = 1 - (gts - fg.cumsum(0)) / (gts + (1 - fg).cumsum(0))
-    jaccard = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
-    return (errors * jaccard).sum(0).mean()
+    v = probs.shape[0]
+    index = torch.tensor(present, device=probs.device)
+    # (P, V), one row per present class: contiguous rows to sort, and one gather for autograd to undo.
+    fg = labels[None, :] == index[:, None]
+    errors = (fg.to(probs.dtype) - probs.t().index_select(0, index)).abs()
+    positions = torch.arange(1, v + 1, dtype=probs.dtype, device=probs.device)
+    weights = torch.empty_like(errors, requires_grad=False)
+    with torch.no_grad():
+        for row in range(len(present)):
+            order = _descending_order(errors[row])
+            fg_sorted = fg[row][order].to(probs.dtype)
+            gts = fg_sorted.sum()
+            cum = fg_sorted.cumsum(0)
+            jaccard = 1 - (gts - cum) / (gts + (positions - cum))    # union: gts + cumsum(1 - fg)
+            weights[row].index_put_((order,), torch.diff(jaccard, prepend=jaccard.new_zeros(1)))
+    return (errors * weights).sum() / len(present)
+
+
+def _descending_order(errors: torch.Tensor) -> torch.Tensor:
+    as_int = {torch.float32: torch.int32, torch.float64: torch.int64}.get(errors.dtype)
+    if as_int is None or errors.device.type != "cpu":
+        return errors.sort(descending=True).indices
+    # Non-negative IEEE floats order like their bit patterns read as integers; negated for descending.
+    return errors.contiguous().view(as_int).neg().sort().indices
 
 
 def gaussian_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0,

@@ -14,7 +14,7 @@ from torch import nn
 
 from flashocc.batch import check_inputs
 from flashocc.errors import ConfigError
-from flashocc.geometry import sensor_to_key_ego
+from flashocc.geometry import frustum_to_ego, sensor_to_key_ego
 from flashocc.grid import OCC3D_NUSCENES, OccGrid
 from flashocc.models.criterion import OccOutputs
 from flashocc.models.depthnet import DepthNet, camera_mlp_input
@@ -22,7 +22,7 @@ from flashocc.models.flashocc import FlashOcc
 from flashocc.models.panoptic.assign import assign_instances, decode_centres
 from flashocc.models.panoptic.criterion import PanopticCriterion
 from flashocc.models.view_transformer import Lifted, LSSViewTransformer
-from flashocc.ops.bev_pool import BevPoolIndices, bev_pool
+from flashocc.ops.bev_pool import BevPoolIndices, bev_pool, prepare_bev_pool
 
 
 class BEVDepthViewTransformer(LSSViewTransformer):
@@ -53,6 +53,18 @@ class BEVDepthViewTransformer(LSSViewTransformer):
         depth, context = self.lift(feats, mlp_input)
         if indices is None:
             indices = self.pool_indices(batch)
+        bev = self.splat(depth, context, feats.shape[:2], lambda d, c: bev_pool(d, c, indices))
+        return Lifted(bev, depth, context)
+
+    def forward_frame(self, feats: torch.Tensor, sensor2keyego: torch.Tensor, key_sensor2keyego: torch.Tensor,
+                      geometry: Mapping[str, torch.Tensor]) -> Lifted:
+        """One frame of a temporal batch: its cameras' ``sensor2keyego`` (B, N, 4, 4) in the current key-ego
+        frame; the camera vector of the depth net is the key frame's (``key_sensor2keyego``), as in
+        BEVDet4D.extract_img_feat. ``geometry``: the current frame's intrinsics, post_rots, post_trans, bda."""
+        cam = [geometry[k].float() for k in ("intrinsics", "post_rots", "post_trans", "bda")]
+        depth, context = self.lift(feats, camera_mlp_input(key_sensor2keyego, *cam))
+        indices = prepare_bev_pool(frustum_to_ego(self.frustum, sensor2keyego, *cam), self.lower, self.interval,
+                                   self.grid_size)
         bev = self.splat(depth, context, feats.shape[:2], lambda d, c: bev_pool(d, c, indices))
         return Lifted(bev, depth, context)
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 from flashocc.models.resnet import ResNet
 from flashocc.models.sparseocc.config import SparseOccConfig
 from flashocc.models.sparseocc.criterion import SparseOccCriterion
-from flashocc.models.sparseocc.layers import FPN
+from flashocc.models.sparseocc.layers import FPN, set_decoder_checkpointing
 from flashocc.models.sparseocc.mask_decoder import MaskFormerOccDecoder
 from flashocc.models.sparseocc.model import SparseOcc, SparseOccHead, SparseOccTransformer
 from flashocc.models.sparseocc.voxel_decoder import SparseVoxelDecoder
@@ -35,6 +35,7 @@ def build_sparseocc(cfg: SparseOccConfig) -> SparseOcc:
                                    num_layers=cfg.num_mask_layers, grid=grid)
     head = SparseOccHead(SparseOccTransformer(voxel_decoder, decoder))
     head.init_weights()
+    set_decoder_checkpointing(head, cfg.decoder_cp)
     criterion = SparseOccCriterion(grid, panoptic=cfg.panoptic, loss_mask_weight=cfg.loss_mask_weight,
                                    loss_dice_weight=cfg.loss_dice_weight, loss_class_weight=cfg.loss_class_weight,
                                    cost_class=cfg.cost_class, cost_mask=cfg.cost_mask, cost_dice=cfg.cost_dice)
@@ -53,11 +54,12 @@ def sparseocc_r50_pano() -> SparseOccConfig:
 
 def sparseocc_tiny() -> SparseOccConfig:
     # Ours, sized for 2 CPU cores: R18 at 64x192, 32 channels (8 per group), a twentieth of the top-k and
-    # 10 queries; same 8 frames of 6 cameras and the same output format. One training step (batch 1) is
-    # measured in docs/benchmarks.md (sparseocc-tiny).
+    # 10 queries; same 8 frames of 6 cameras and the same output format. Its activations are small, so the
+    # decoders are not checkpointed (one decoder forward instead of two per training step, docs/sparseocc.md).
+    # One training step (batch 1) is measured in docs/benchmarks.md (sparseocc-tiny).
     return SparseOccConfig(name="sparseocc-tiny", description="ours: R18, 64x192, 32-ch decoders, CPU-trainable; same "
                            "sparse output format", backbone="resnet18", input_size=(64, 192), embed_dims=32,
-                           num_points=4, num_queries=10, topk_training=(200, 800, 3200),
+                           num_points=4, num_queries=10, decoder_cp=False, topk_training=(200, 800, 3200),
                            topk_testing=(100, 400, 1600))
 
 

@@ -32,6 +32,12 @@ class SparseOccConfig:
     # Image encoder: a ResNet (all 4 stages) and mmdet's FPN to ``embed_dims`` channels.
     backbone: str = "resnet50"
     with_cp: bool = False            # gradient checkpointing of the backbone blocks (official: True)
+    # Activation checkpointing of the decoders' attention, sampling and mixing blocks in training
+    # (official: always on); off only recomputes less, outputs and gradients are the same.
+    decoder_cp: bool = True
+    # The detector's photometric augmentation of every image in training, never in eval (official
+    # img_color_aug=True; SparseOcc@af4d9df models/utils.py, GpuPhotoMetricDistortion): photometric.py.
+    color_aug: bool = True
     frozen_stages: int = 1           # stem + layer1 frozen in training (official)
     norm_eval: bool = True           # backbone BatchNorm kept in eval mode while training (official)
     input_size: tuple[int, int] = (256, 704)
@@ -71,6 +77,8 @@ class SparseOccConfig:
         checks = [
             ("name", isinstance(self.name, str) and bool(self.name), "a non-empty preset name"),
             ("backbone", self.backbone in RESNETS, f"one of {list(RESNETS)}"),
+            ("decoder_cp", isinstance(self.decoder_cp, bool), "true or false"),
+            ("color_aug", isinstance(self.color_aug, bool), "true or false"),
             ("frozen_stages", isinstance(self.frozen_stages, int) and -1 <= self.frozen_stages <= 4,
              "-1 (nothing frozen) .. 4"),
             ("input_size", _ints(self.input_size, 2) and all(v > 0 and v % 32 == 0 for v in self.input_size),

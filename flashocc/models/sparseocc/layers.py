@@ -64,6 +64,7 @@ class SparseBEVSelfAttention(nn.Module):
         self.heads = heads
         self.attention = _MMCVAttention(dims, heads, dropout)
         self.gen_tau = nn.Linear(dims, heads)
+        self.use_checkpoint = True  # set_decoder_checkpointing
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -81,7 +82,7 @@ class SparseBEVSelfAttention(nn.Module):
     def forward(self, centers_xy: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """centers_xy (B, Q, 2) metres (upstream: the min corners); query (B, Q, C)."""
         # Checkpointed in training as upstream: the bias is a dense (8·B, Q, Q) tensor (512 MB at Q = 4000).
-        if self.training and query.requires_grad:
+        if self.use_checkpoint and self.training and query.requires_grad:
             return checkpoint(self._attend, centers_xy, query, use_reentrant=False)
         return self._attend(centers_xy, query)
 
@@ -118,6 +119,7 @@ class AdaptiveMixing(nn.Module):
         self.s_parameters = in_points * out_points
         self.parameter_generator = nn.Linear(dims, groups * (self.m_parameters + self.s_parameters))
         self.out_proj = nn.Linear(self.eff * out_points * groups, dims)
+        self.use_checkpoint = True  # set_decoder_checkpointing
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -141,9 +143,21 @@ class AdaptiveMixing(nn.Module):
     def forward(self, x: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         # Upstream checkpoints the mixing in training: the generated (B·Q, G, C/G, C/G) matrices are the
         # largest activations of the decoder.
-        if self.training and x.requires_grad:
+        if self.use_checkpoint and self.training and x.requires_grad:
             return checkpoint(self._mix, x, query, use_reentrant=False)
         return self._mix(x, query)
 
 
-__all__ = ["FPN", "FFN", "SparseBEVSelfAttention", "MaskFormerSelfAttention", "AdaptiveMixing"]
+def set_decoder_checkpointing(module: nn.Module, enabled: bool) -> None:
+    """Turn the training-time activation checkpointing of every decoder block under ``module`` on or off.
+
+    Upstream checkpoints the attention, sampling and mixing blocks unconditionally in training (memory of
+    the 64,000-voxel level on a GPU); recomputing them costs a second forward, which small CPU models
+    need not pay. Outputs and gradients are the same either way (the RNG state is replayed)."""
+    for m in module.modules():
+        if hasattr(m, "use_checkpoint"):
+            m.use_checkpoint = enabled
+
+
+__all__ = ["FPN", "FFN", "SparseBEVSelfAttention", "MaskFormerSelfAttention", "AdaptiveMixing",
+           "set_decoder_checkpointing"]

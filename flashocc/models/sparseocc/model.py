@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,6 +32,7 @@ from torch import nn
 from flashocc.models.sparseocc.config import SparseOccConfig
 from flashocc.models.sparseocc.mask_decoder import MaskFormerOccDecoder
 from flashocc.models.sparseocc.merge import merge_panoptic, merge_semantic, to_dense
+from flashocc.models.sparseocc.photometric import photometric_distortion
 from flashocc.models.sparseocc.sampling import ImageContext
 from flashocc.models.sparseocc.voxel_decoder import SparseVoxelDecoder, VoxelLevel
 from flashocc.ops.msmv_sampling import split_groups
@@ -73,6 +75,10 @@ class SparseOcc(nn.Module):
         # Buffers would enter the state dict and break strict loading of official checkpoints.
         self._mean = tuple(cfg.img_mean)
         self._std = tuple(cfg.img_std)
+        # Source of the photometric augmentation's draws: None = numpy's global generator, as upstream; tests
+        # and callers may set a numpy.random.RandomState (a module object would not survive deepcopy / EMA).
+        self.color_rng: np.random.RandomState | None = None
+        self.color_aug = cfg.color_aug
         self._freeze_stages()
 
     # ---- training-mode details of the official backbone (mmdet ResNet frozen_stages, norm_eval) -------
@@ -107,9 +113,13 @@ class SparseOcc(nn.Module):
         return F.pad(img, [0, -w % 32, 0, -h % 32])
 
     def image_encoder(self, img: torch.Tensor) -> list[torch.Tensor]:
-        """(B, M, 3, H, W) BGR 0..255 -> FPN levels (B, M, C, H/s, W/s), s = 4, 8, 16, 32."""
+        """(B, M, 3, H, W) BGR 0..255 -> FPN levels (B, M, C, H/s, W/s), s = 4, 8, 16, 32. In training with
+        ``cfg.color_aug`` every image first gets the official photometric augmentation (photometric.py)."""
         b, m = img.shape[:2]
-        feats = self.img_neck(self.img_backbone(self.normalize(img.flatten(0, 1))))
+        img = img.flatten(0, 1)
+        if self.training and self.color_aug:
+            img = photometric_distortion(img.float(), self.color_rng)
+        feats = self.img_neck(self.img_backbone(self.normalize(img)))
         return [f.view(b, m, *f.shape[1:]) for f in feats]
 
     def image_context(self, feats: list[torch.Tensor], batch: Mapping[str, Any], image_hw: tuple[int, int]
@@ -184,13 +194,16 @@ class SparseOcc(nn.Module):
         self.check_batch(batch)
         if self.training and "voxel_semantics" not in batch:
             raise KeyError("SparseOcc training needs batch['voxel_semantics'] (B, Dx, Dy, Dz) labels, 255 = ignore")
-        h, w = batch["img"].shape[-2:]
         feats = self.image_encoder(batch["img"])
-        outs = self.forward_features(feats, batch, (h + -h % 32, w + -w % 32), generator)
+        outs = self.forward_features(feats, batch, padded_hw(batch["img"]), generator)
         if self.training:
             if self.criterion is None:
                 raise RuntimeError("this SparseOcc was built without a criterion; build it with build_sparseocc")
             return self.criterion(outs, batch)
+        return self.outputs(outs, return_intermediates)
+
+    def outputs(self, outs: dict[str, Any], return_intermediates: bool = False) -> dict[str, Any]:
+        """``forward_features``' result -> the eval output dict (see the module docstring)."""
         result = self.merge(outs["voxel_levels"], outs["mask_preds"], outs["class_preds"])
         if return_intermediates:
             result.update(outs)
@@ -202,4 +215,10 @@ class SparseOcc(nn.Module):
         return self.forward(batch, generator=generator)["semantics"]
 
 
-__all__ = ["SparseOcc", "SparseOccHead", "SparseOccTransformer"]
+def padded_hw(img: torch.Tensor) -> tuple[int, int]:
+    """The (H, W) the sampling normalises pixels by: the input padded to multiples of 32 (``normalize``)."""
+    h, w = img.shape[-2:]
+    return h + -h % 32, w + -w % 32
+
+
+__all__ = ["SparseOcc", "SparseOccHead", "SparseOccTransformer", "padded_hw"]

@@ -49,6 +49,7 @@ class SparseBEVSampling(nn.Module):
         self.groups, self.num_points, self.levels = groups, num_points, levels
         self.sampling_offset = nn.Linear(dims, groups * num_points * 3)
         self.scale_weights = nn.Linear(dims, groups * num_points * levels)
+        self.use_checkpoint = True  # layers.set_decoder_checkpointing
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -64,7 +65,7 @@ class SparseBEVSampling(nn.Module):
 
     def forward(self, centers: torch.Tensor, sizes: torch.Tensor, query: torch.Tensor, ctx: ImageContext) -> torch.Tensor:
         """centers, sizes (B, Q, 3) metres; query (B, Q, C) -> (B, Q, G, T·P, C/G)."""
-        if self.training and query.requires_grad:
+        if self.use_checkpoint and self.training and query.requires_grad:
             return checkpoint(self._forward, centers, sizes, query, ctx, use_reentrant=False)
         return self._forward(centers, sizes, query, ctx)
 
@@ -119,6 +120,7 @@ class MaskFormerSampling(nn.Module):
         self.grid_lower, self.grid_upper, self.grid_shape = grid.lower, grid.upper, grid.shape
         self.offset = nn.Linear(dims, groups * num_points * 3)
         self.scale_weights = nn.Linear(dims, groups * num_points * levels)
+        self.use_checkpoint = True  # layers.set_decoder_checkpointing
         self.points = MaskGuidedPoints(groups * num_points, grid.shape)
 
     @torch.no_grad()
@@ -139,7 +141,7 @@ class MaskFormerSampling(nn.Module):
                 generator: torch.Generator | None = None) -> torch.Tensor:
         """query (B, Q, C); valid (B, Q, K) = mask logits > 0; occ_loc (B, K, 3) -> (B, Q, G, T·P, C/G)."""
         idx = self.points(valid, occ_loc, generator)
-        if self.training and query.requires_grad:
+        if self.use_checkpoint and self.training and query.requires_grad:
             return checkpoint(self._forward, query, idx, ctx, use_reentrant=False)
         return self._forward(query, idx, ctx)
 
