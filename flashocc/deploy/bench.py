@@ -115,28 +115,34 @@ def calibrate_random_model(model: nn.Module, batches: list[dict]) -> nn.Module:
     return model.eval()
 
 
-def torch_stage_times(model: nn.Module, batch: dict, repeats: int, warmup: int, device: torch.device) -> dict:
-    """Median ms of each stage, called one after another as ``FlashOcc.forward_outputs`` calls them
-    (their sum is one forward pass, for single-frame and temporal models alike)."""
-    per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
+def stage_round_ms(model: nn.Module, batch: dict, device: torch.device) -> dict[str, float]:
+    """One forward, its stages called one after another as ``FlashOcc.forward_outputs`` calls them, in ms."""
     with torch.no_grad():
-        for i in range(warmup + repeats):
-            marks = [time.perf_counter()]
-            encoded = model.encode_images(batch)
-            sync(device)
-            marks.append(time.perf_counter())
-            bev = model.lift_to_bev(encoded, batch).bev
-            sync(device)
-            marks.append(time.perf_counter())
-            x = model.bev_encoder(bev)
-            sync(device)
-            marks.append(time.perf_counter())
-            model.occ_head(x)
-            sync(device)
-            marks.append(time.perf_counter())
-            if i >= warmup:
-                for s, a, b in zip(STAGES, marks, marks[1:]):
-                    per_stage[s].append((b - a) * 1e3)
+        marks = [time.perf_counter()]
+        encoded = model.encode_images(batch)
+        sync(device)
+        marks.append(time.perf_counter())
+        bev = model.lift_to_bev(encoded, batch).bev
+        sync(device)
+        marks.append(time.perf_counter())
+        x = model.bev_encoder(bev)
+        sync(device)
+        marks.append(time.perf_counter())
+        model.occ_head(x)
+        sync(device)
+        marks.append(time.perf_counter())
+    return {s: (b - a) * 1e3 for s, a, b in zip(STAGES, marks, marks[1:])}
+
+
+def torch_stage_times(model: nn.Module, batch: dict, repeats: int, warmup: int, device: torch.device) -> dict:
+    """Median ms of each stage of ``stage_round_ms`` (their sum is one forward pass, for single-frame and
+    temporal models alike)."""
+    per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
+    for i in range(warmup + repeats):
+        times = stage_round_ms(model, batch, device)
+        if i >= warmup:
+            for s, ms in times.items():
+                per_stage[s].append(ms)
     return {s: statistics.median(v) for s, v in per_stage.items()}
 
 

@@ -34,13 +34,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from flashocc.atomic import atomic_write
+from flashocc.deploy.bench import STAGES as FLASHOCC_STAGES, stage_round_ms
 from flashocc.deploy.timing import PeakMemory, isolated, sync
 from flashocc.device import device_name, resolve_device
 from flashocc.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-FLASHOCC_STAGES = ("image_encoder", "view_transform", "bev_encoder", "head")  # deploy/bench.py STAGES
 COMPARE_DEFAULT = {"sparseocc-tiny": "flashocc-tiny"}  # every other SparseOcc preset: flashocc-r50-m1
 # mmcv ImageNet statistics, indexed by channel position (FlashOcc's BGR quirk: transforms.normalize_image).
 _MEAN, _STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
@@ -188,25 +188,6 @@ def sparseocc_round(model: nn.Module, batch: dict, device: torch.device, seed: i
     return {k: v * 1e3 for k, v in out.items()}
 
 
-def flashocc_round(model: nn.Module, batch: dict, device: torch.device) -> dict[str, float]:
-    """One FlashOcc forward, stage by stage as ``flashocc.deploy.bench.torch_stage_times`` times it, in ms."""
-    with torch.no_grad():
-        marks = [time.perf_counter()]
-        encoded = model.encode_images(batch)
-        sync(device)
-        marks.append(time.perf_counter())
-        bev = model.lift_to_bev(encoded, batch).bev
-        sync(device)
-        marks.append(time.perf_counter())
-        x = model.bev_encoder(bev)
-        sync(device)
-        marks.append(time.perf_counter())
-        model.occ_head(x)
-        sync(device)
-        marks.append(time.perf_counter())
-    return {s: (b - a) * 1e3 for s, a, b in zip(FLASHOCC_STAGES, marks, marks[1:])}
-
-
 def _build(preset: str, device: torch.device, seed: int) -> nn.Module:
     from flashocc.models.presets import build_model
 
@@ -264,7 +245,7 @@ def run_sparseocc_bench(cfg: SparseOccBenchConfig) -> SparseOccBenchReport:
     for i in range(cfg.warmup + cfg.repeats):
         log.info("bench %s round %d/%d", cfg.preset, i + 1, cfg.warmup + cfg.repeats)
         s = sparseocc_round(sparse_model, sparse_batch, device, cfg.seed)
-        f = flashocc_round(flash_model, flash_batch, device)
+        f = stage_round_ms(flash_model, flash_batch, device)
         if i >= cfg.warmup:
             sparse_rounds.append(s)
             flash_rounds.append(f)
@@ -317,4 +298,4 @@ def format_sparseocc_report(report: SparseOccBenchReport) -> str:
 
 
 __all__ = ["SparseOccBenchConfig", "SparseOccBenchReport", "ModelTiming", "run_sparseocc_bench",
-           "format_sparseocc_report", "sparseocc_round", "flashocc_round", "sparseocc_stages", "flashocc_input"]
+           "format_sparseocc_report", "sparseocc_round", "sparseocc_stages", "flashocc_input"]
