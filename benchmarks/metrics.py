@@ -189,6 +189,37 @@ def end_to_end(n: int, small: int, reps: int, before: Path | None = None, where:
     return out
 
 
+def full_val(where: Path | None = None) -> dict:
+    """``flashocc evaluate`` over 6,019 copies of the real frame (147 scenes of 41 keyframes, about as the
+    val split), each mode once in a fresh process: a measured run, not an extrapolation."""
+    out: dict = {}
+    if where is not None:
+        where.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=where) as tmp:
+        root = Path(tmp)
+        infos = write_tree(root / "val", VAL_SAMPLES, per_scene=41)
+        cache = root / "cache"
+        _evaluate(root / "warm", write_tree(root / "warm", 5, per_scene=5), None)  # numba's on-disk cache
+        out["plain"] = _evaluate(root / "val", infos, None)
+        out["cold"] = _evaluate(root / "val", infos, cache)
+        out["warm"] = _evaluate(root / "val", infos, cache)
+        out["cache_bytes"] = sum(f.stat().st_size for f in cache.rglob("*.gtrays"))
+    return out
+
+
+def full_val_report(fv: dict, command: str, load: tuple[float, float]) -> str:
+    lines = [f"Full Occ3D val size, measured (6,019 copies of the real frame, 147 scenes of 41 keyframes, load average {load[0]:.1f} "
+             f"before, {load[1]:.1f} after). Command: `{command}`", "",
+             "| `flashocc evaluate`, 6,019 samples | wall | CPU (all threads) |", "|---|---|---|"]
+    names = {"plain": "no cache", "cold": "`--cache`, first checkpoint (casts GT, writes)",
+             "warm": "`--cache`, next checkpoints (reads GT casts)"}
+    for mode, name in names.items():
+        wall, cpu = fv[mode]
+        lines.append(f"| {name} | **{wall / 60:.2f} min** | {cpu / 60:.2f} min |")
+    lines += ["", f"Cache size: {fv['cache_bytes'] / 1e9:.2f} GB."]
+    return "\n".join(lines)
+
+
 def report(ip: dict, e2e: dict | None, command: str, load: tuple[float, float]) -> str:
     k = len(ROAD_ORIGINS)
 
@@ -307,12 +338,18 @@ def main() -> None:
                         help="also time the end-to-end run with the flashocc package under DIR (e.g. a copy of "
                              "the package with flashocc/metrics/{_raycast_numba,raycast,rayiou}.py of an older commit)")
     parser.add_argument("--tmp", type=Path, metavar="DIR", help="folder for the end-to-end trees (default: temporary)")
+    parser.add_argument("--full-val", action="store_true",
+                        help="only run flashocc evaluate over 6,019 samples once per mode (about 15 minutes on 2 cores)")
     parser.add_argument("--write-docs", action="store_true",
                         help="replace the ## Metrics section of docs/benchmarks.md")
     args = parser.parse_args()
     if not FIXTURE.is_file():
         raise SystemExit(f"the real Occ3D fixture is missing: {FIXTURE}")
     load_before = os.getloadavg()[0]
+    if args.full_val:
+        fv = full_val(args.tmp)
+        print(full_val_report(fv, "python benchmarks/metrics.py --full-val", (load_before, os.getloadavg()[0])))
+        return
     ip = in_process(args.reps)
     e2e = None if args.no_e2e else end_to_end(args.samples, 20, args.e2e_reps, args.before, args.tmp)
     load_after = os.getloadavg()[0]

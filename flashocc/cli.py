@@ -582,10 +582,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                     "int8 (unavailable combinations are listed as skipped with the reason), then the BEV encoder + "
                     "head of flashocc-r50-m1 (channel-to-height) against bevdetocc-r50 (3D convs).")
     p.add_argument("preset", help="model preset, e.g. flashocc-r50-m0")
-    p.add_argument("--backend", default="torch,onnxruntime", help="comma list of torch,torch-fused,torch-compile,onnxruntime,"
-                                                            "tensorrt (torch-fused: BatchNorm folded, channels-last, "
-                                                            "cached pooling indices)")
-    p.add_argument("--precision", default="fp32,int8", help="comma list of fp32,fp16,int8")
+    p.add_argument("--backend", default=None, help="comma list of torch,torch-fused,torch-compile,onnxruntime,"
+                                                   "tensorrt (torch-fused: BatchNorm folded, channels-last, cached "
+                                                   "pooling indices); default torch,onnxruntime (SparseOcc presets: "
+                                                   "torch; torch,torch-fused adds both models' fused copies)")
+    p.add_argument("--precision", default=None, help="comma list of fp32,fp16,int8 (default fp32,int8; SparseOcc: fp32)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before them (default 1)")
@@ -609,8 +610,8 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     if getattr(get_config(args.preset), "family", "") == "sparseocc":  # its own stages: deploy/sparseocc_bench.py
         return _run_sparseocc_bench(args)
-    cfg = BenchConfig(args.preset, backends=tuple(s.strip() for s in args.backend.split(",") if s.strip()),
-                      precisions=tuple(s.strip() for s in args.precision.split(",") if s.strip()),
+    cfg = BenchConfig(args.preset, backends=_names(args.backend or "torch,onnxruntime"),
+                      precisions=_names(args.precision or "fp32,int8"),
                       batch_size=args.batch, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
                       checkpoint=args.checkpoint,
                       mode=args.mode, calib_samples=args.calib_samples, ablation=not args.no_ablation,
@@ -622,11 +623,27 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
 def _run_sparseocc_bench(args: argparse.Namespace) -> int:
     from flashocc.deploy.sparseocc_bench import SparseOccBenchConfig, format_sparseocc_report, run_sparseocc_bench
+    from flashocc.errors import ConfigError
 
+    backends = _names(args.backend or "torch")
+    unread = {"--backend": ",".join(sorted(set(backends) - {"torch", "torch-fused"})),
+              "--precision": ",".join(sorted(set(_names(args.precision or "fp32")) - {"fp32"})),
+              "--batch": str(args.batch) if args.batch != 1 else "", "--checkpoint": args.checkpoint or "",
+              "--mode": args.mode if args.mode != "precomputed" else "", "--workdir": args.workdir or ""}
+    for flag, value in unread.items():
+        if value:
+            raise ConfigError(f"flashocc bench {args.preset}: {flag} {value} is not "
+                              "read for SparseOcc presets: they time eager (torch) and fused (torch-fused) fp32 "
+                              "PyTorch, batch 1, random weights (no ONNX graph; docs/sparseocc.md)")
     report = run_sparseocc_bench(SparseOccBenchConfig(args.preset, compare=args.compare, repeats=args.repeats,
-                                                      warmup=args.warmup, threads=args.threads))
+                                                      warmup=args.warmup, threads=args.threads,
+                                                      fused="torch-fused" in backends))
     print(format_sparseocc_report(report))
     if args.json:
         report.save(args.json)

@@ -176,12 +176,20 @@ def stage_gflop(model_cfg, batch_size: int = 1) -> dict[str, float]:
 
 
 def gemm_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
-    """The machine's achievable fp32 rate: a large square GEMM (2·n³ FLOP), best of ``repeats`` (the
-    best, not the median: it is the ceiling the stages are compared with, on a machine others share)."""
+    """The machine's achievable fp32 rate: the faster of a large square GEMM (``torch.matmul``: MKL or
+    cuBLAS, 2·n³ FLOP) and a compute-bound 3x3 convolution (channels-last, 256 -> 256 channels on 96x96:
+    oneDNN on CPU, cuDNN on GPU), best of ``repeats`` each (the best, not the median: it is the ceiling the
+    stages are compared with, on a machine others share). Both, because on AMD CPUs MKL's GEMM runs at
+    less than half of oneDNN's convolution rate (186 against about 440 GFLOP/s on the 2-core EPYC of
+    docs/benchmarks.md), and the stages run oneDNN's convolutions."""
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
-    times = time_call(lambda: a @ b, repeats, 1, device)
-    return 2 * n ** 3 / (min(times) / 1e3) / 1e9
+    gemm = 2 * n ** 3 / (min(time_call(lambda: a @ b, repeats, 1, device)) / 1e3) / 1e9
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).to(device).to(memory_format=torch.channels_last)
+    x = torch.randn(1, 256, 96, 96, device=device).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        conv_rate = 2 * 256 * 256 * 9 * 96 * 96 / (min(time_call(lambda: conv(x), repeats, 1, device)) / 1e3) / 1e9
+    return max(gemm, conv_rate)
 
 
 def add_throughput(row: BenchRow, gflop: dict[str, float], peak: float | None) -> BenchRow:

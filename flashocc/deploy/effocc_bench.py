@@ -103,7 +103,7 @@ def torch_stage_times(model: nn.Module, batch: dict, repeats: int, warmup: int, 
             if model.has_camera:
                 img_bev = model.lift_to_bev(model.encode_images(batch), batch).bev
                 mark("camera")
-            bev = model.fuse(img_bev, pts_bev)
+            bev = model.fuse_bev(img_bev, pts_bev)
             if model.has_camera:
                 mark("fuser")
             x = model.bev_encoder(bev)

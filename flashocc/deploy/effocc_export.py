@@ -171,7 +171,7 @@ class EFFOccGraph(nn.Module):
         model = self.model
         pts_bev = self.pts_middle_encoder(self.voxelize(points, num_points))
         img_bev = self.camera_bev(camera[0], tuple(camera[1:])) if model.has_camera else None
-        return model.occ_head(model.bev_encoder(model.fuse(img_bev, pts_bev)))
+        return model.occ_head(model.bev_encoder(model.fuse_bev(img_bev, pts_bev)))
 
 
 # ---- inputs -----------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """``flashocc bench sparseocc-*``: SparseOcc's stages and peak memory, side by side with a FlashOcc preset.
 
 SparseOcc stages, timed one after another as ``SparseOcc.forward`` calls them (their sum is one eval
-forward): ``backbone_fpn`` (ResNet + FPN on all T·N images), ``voxel_l0`` .. ``voxel_l2`` (each level of the
+forward): ``backbone_fpn`` (ResNet + FPN on all T·N images, one frame at a time into the sampling layout:
+``SparseOcc.encode_grouped``), ``voxel_l0`` .. ``voxel_l2`` (each level of the
 sparse voxel decoder: position encoding, self-attention, multi-view sampling, mixing, lift to 8 children,
 segmentation head, top-k; level 0 also builds the sampling context), ``mask_decoder`` (the mask transformer,
 both passes) and ``merge`` (semantic / panoptic merge into the dense grid). Level boundaries are marked by
@@ -59,6 +60,7 @@ class SparseOccBenchConfig:
     threads: int | None = None
     seed: int = 0
     isolate: bool = True                # CPU peak memory of each model in its own process
+    fused: bool = False                 # also time both models' fused inference copies (model.fuse())
 
     def check(self) -> None:
         for name in ("repeats", "warmup"):
@@ -94,6 +96,9 @@ class SparseOccBenchReport:
     sparseocc: ModelTiming
     flashocc: ModelTiming
     ratios: dict[str, float] = field(default_factory=dict)  # sparseocc / flashocc
+    sparseocc_fused: ModelTiming | None = None             # with SparseOccBenchConfig.fused
+    flashocc_fused: ModelTiming | None = None
+    fused_ratios: dict[str, float] = field(default_factory=dict)  # fused sparseocc / fused flashocc
     config: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -162,12 +167,12 @@ def sparseocc_round(model: nn.Module, batch: dict, device: torch.device, seed: i
         with torch.no_grad():
             sync(device)
             t0 = time.perf_counter()
-            feats = model.image_encoder(batch["img"])
+            grouped = model.encode_grouped(batch["img"])  # as forward does in inference
             sync(device)
             t1 = time.perf_counter()
             h, w = batch["img"].shape[-2:]
-            ctx = model.image_context(feats, batch, (h + -h % 32, w + -w % 32))
-            levels = transformer.voxel_decoder(ctx, feats[0].shape[0])
+            ctx = model.image_context(grouped, batch, (h + -h % 32, w + -w % 32))
+            levels = transformer.voxel_decoder(ctx, batch["img"].shape[0])
             sync(device)
             t2 = time.perf_counter()
             mask_preds, class_preds = transformer.decoder(levels[-1].coords, levels[-1].feats, ctx, generator)
@@ -188,25 +193,27 @@ def sparseocc_round(model: nn.Module, batch: dict, device: torch.device, seed: i
     return {k: v * 1e3 for k, v in out.items()}
 
 
-def _build(preset: str, device: torch.device, seed: int) -> nn.Module:
+def _build(preset: str, device: torch.device, seed: int, fused: bool = False) -> nn.Module:
     from flashocc.models.presets import build_model
 
     torch.manual_seed(seed)
-    return build_model(preset).eval().to(device)
+    model = build_model(preset).eval().to(device)
+    return model.fuse() if fused else model
 
 
 def _to(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def peak_memory(preset: str, batch: dict, device: str, seed: int, threads: int | None, sparse: bool
-                ) -> float | None:
+def peak_memory(preset: str, batch: dict, device: str, seed: int, threads: int | None, sparse: bool,
+                fused: bool = False) -> float | None:
     """MiB of memory growth over one forward of a freshly built ``preset`` (the body of an isolated run);
-    ``sparse``: a SparseOcc preset (its mask-guided draws get a seeded generator)."""
+    ``sparse``: a SparseOcc preset (its mask-guided draws get a seeded generator); ``fused``: its
+    ``model.fuse()`` copy."""
     if threads is not None:
         torch.set_num_threads(threads)
     dev = torch.device(device)
-    model, batch = _build(preset, dev, seed), _to(batch, dev)
+    model, batch = _build(preset, dev, seed, fused), _to(batch, dev)
     with torch.no_grad():
         with PeakMemory(dev) as mem:
             if sparse:
@@ -221,6 +228,16 @@ def _timing(preset: str, params: int, rounds: list[dict[str, float]], stages: li
     med = {s: statistics.median(r[s] for r in rounds) for s in stages}
     total = statistics.median(sum(r[s] for s in stages) for r in rounds)
     return ModelTiming(preset, med, total, 1e3 / total, mem, params, images)
+
+
+def _ratios(sparse: ModelTiming, flash: ModelTiming) -> dict[str, float]:
+    ratios = {"total": sparse.total_ms / flash.total_ms, "online": sparse.online_ms / flash.total_ms,
+              "image_encoder": sparse.stages_ms["backbone_fpn"] / flash.stages_ms["image_encoder"],
+              "image_encoder_1frame": sparse.stages_ms["backbone_1frame"] / flash.stages_ms["image_encoder"],
+              "params": sparse.params / flash.params}
+    if sparse.peak_mem_mib is not None and flash.peak_mem_mib:
+        ratios["peak_mem"] = sparse.peak_mem_mib / flash.peak_mem_mib
+    return ratios
 
 
 def run_sparseocc_bench(cfg: SparseOccBenchConfig) -> SparseOccBenchReport:
@@ -238,35 +255,45 @@ def run_sparseocc_bench(cfg: SparseOccBenchConfig) -> SparseOccBenchReport:
     device = resolve_device("auto")
     sparse_cpu = sparseocc_input(sparse_cfg, cfg.seed)
     flash_cpu = flashocc_input(flash_cfg, sparse_cpu, sparse_cfg.num_views)
-    sparse_model, flash_model = _build(cfg.preset, device, cfg.seed), _build(cfg.compare_preset, device, cfg.seed)
     sparse_batch, flash_batch = _to(sparse_cpu, device), _to(flash_cpu, device)
-    params = count_parameters(sparse_model), count_parameters(flash_model)
-    sparse_rounds, flash_rounds = [], []
+    variants = ("eager", "fused") if cfg.fused else ("eager",)
+    models = {}
+    for variant in variants:
+        models["sparse", variant] = _build(cfg.preset, device, cfg.seed, variant == "fused")
+        models["flash", variant] = _build(cfg.compare_preset, device, cfg.seed, variant == "fused")
+    params = count_parameters(models["sparse", "eager"]), count_parameters(models["flash", "eager"])
+    rounds: dict[tuple[str, str], list[dict[str, float]]] = {k: [] for k in models}
     for i in range(cfg.warmup + cfg.repeats):
         log.info("bench %s round %d/%d", cfg.preset, i + 1, cfg.warmup + cfg.repeats)
-        s = sparseocc_round(sparse_model, sparse_batch, device, cfg.seed)
-        f = stage_round_ms(flash_model, flash_batch, device)
-        if i >= cfg.warmup:
-            sparse_rounds.append(s)
-            flash_rounds.append(f)
-    del sparse_model, flash_model
+        for (kind, variant), model in models.items():  # interleaved: a load change hits every variant alike
+            r = (sparseocc_round(model, sparse_batch, device, cfg.seed) if kind == "sparse"
+                 else stage_round_ms(model, flash_batch, device))
+            if i >= cfg.warmup:
+                rounds[kind, variant].append(r)
+    del models
     run = isolated if cfg.isolate and device.type == "cpu" else (lambda fn, *a: fn(*a))
-    mem_sparse = run(peak_memory, cfg.preset, sparse_cpu, str(device), cfg.seed, cfg.threads, True)
-    mem_flash = run(peak_memory, cfg.compare_preset, flash_cpu, str(device), cfg.seed, cfg.threads, False)
     stages = sparseocc_stages(sparse_cfg.num_voxel_layers)
-    sparse = _timing(cfg.preset, params[0], sparse_rounds, stages, mem_sparse,
-                     sparse_cfg.num_frames * sparse_cfg.num_views)
-    sparse.online_ms = statistics.median(r["backbone_1frame"] + sum(r[s] for s in stages[1:]) for r in sparse_rounds)
-    sparse.stages_ms["backbone_1frame"] = statistics.median(r["backbone_1frame"] for r in sparse_rounds)
-    flash = _timing(cfg.compare_preset, params[1], flash_rounds, list(FLASHOCC_STAGES), mem_flash,
-                    sparse_cfg.num_views)
-    ratios = {"total": sparse.total_ms / flash.total_ms, "online": sparse.online_ms / flash.total_ms,
-              "image_encoder": sparse.stages_ms["backbone_fpn"] / flash.stages_ms["image_encoder"],
-              "image_encoder_1frame": sparse.stages_ms["backbone_1frame"] / flash.stages_ms["image_encoder"],
-              "params": sparse.params / flash.params}
-    if mem_sparse is not None and mem_flash:
-        ratios["peak_mem"] = mem_sparse / mem_flash
-    return SparseOccBenchReport(_device_label(device), tuple(sparse_cfg.input_size), sparse, flash, ratios, asdict(cfg))
+    timings: dict[tuple[str, str], ModelTiming] = {}
+    for variant in variants:
+        fused = variant == "fused"
+        mem_sparse = run(peak_memory, cfg.preset, sparse_cpu, str(device), cfg.seed, cfg.threads, True, fused)
+        mem_flash = run(peak_memory, cfg.compare_preset, flash_cpu, str(device), cfg.seed, cfg.threads, False, fused)
+        sparse_rounds = rounds["sparse", variant]
+        sparse = _timing(cfg.preset, params[0], sparse_rounds, stages, mem_sparse,
+                         sparse_cfg.num_frames * sparse_cfg.num_views)
+        sparse.online_ms = statistics.median(r["backbone_1frame"] + sum(r[s] for s in stages[1:])
+                                             for r in sparse_rounds)
+        sparse.stages_ms["backbone_1frame"] = statistics.median(r["backbone_1frame"] for r in sparse_rounds)
+        timings["sparse", variant] = sparse
+        timings["flash", variant] = _timing(cfg.compare_preset, params[1], rounds["flash", variant],
+                                            list(FLASHOCC_STAGES), mem_flash, sparse_cfg.num_views)
+    report = SparseOccBenchReport(_device_label(device), tuple(sparse_cfg.input_size), timings["sparse", "eager"],
+                                  timings["flash", "eager"], _ratios(timings["sparse", "eager"], timings["flash", "eager"]),
+                                  asdict(cfg))
+    if cfg.fused:
+        report.sparseocc_fused, report.flashocc_fused = timings["sparse", "fused"], timings["flash", "fused"]
+        report.fused_ratios = _ratios(report.sparseocc_fused, report.flashocc_fused)
+    return report
 
 
 def _device_label(device: torch.device) -> str:
@@ -284,16 +311,25 @@ def format_sparseocc_report(report: SparseOccBenchReport) -> str:
 
     lines = [f"{s.preset} vs {f.preset}  {report.device}  input {report.input_size[0]}x{report.input_size[1]}, "
              f"median of {report.config.get('repeats')} interleaved rounds (ms)", ""]
-    for timing in (s, f):
-        lines.append(f"{timing.preset} ({timing.images} images, {timing.params:,} parameters)")
-        lines += [f"  {name:<16}{ms:>10.1f}" for name, ms in timing.stages_ms.items()]
-        lines.append(f"  {'total':<16}{timing.total_ms:>10.1f}   {timing.fps:.2f} FPS, peak memory "
-                     f"{mem(timing.peak_mem_mib)} MiB")
-        if timing.online_ms is not None:
-            lines.append(f"  {'online':<16}{timing.online_ms:>10.1f}   (backbone_1frame + decoders + merge: "
-                         f"per-frame feature cache)")
-        lines.append("")
+    variants = [("", s, f)]
+    if report.sparseocc_fused is not None and report.flashocc_fused is not None:
+        variants.append((", fused", report.sparseocc_fused, report.flashocc_fused))
+    for label, *pair in variants:
+        for timing in pair:
+            lines.append(f"{timing.preset}{label} ({timing.images} images, {timing.params:,} parameters)")
+            lines += [f"  {name:<16}{ms:>10.1f}" for name, ms in timing.stages_ms.items()]
+            lines.append(f"  {'total':<16}{timing.total_ms:>10.1f}   {timing.fps:.2f} FPS, peak memory "
+                         f"{mem(timing.peak_mem_mib)} MiB")
+            if timing.online_ms is not None:
+                lines.append(f"  {'online':<16}{timing.online_ms:>10.1f}   (backbone_1frame + decoders + merge: "
+                             f"per-frame feature cache)")
+            lines.append("")
     lines.append(f"{s.preset} / {f.preset}: " + ", ".join(f"{k} x{v:.2f}" for k, v in report.ratios.items()))
+    if report.fused_ratios:
+        lines.append(f"{s.preset} / {f.preset}, both fused: "
+                     + ", ".join(f"{k} x{v:.2f}" for k, v in report.fused_ratios.items()))
+        fs, ff = report.sparseocc_fused, report.flashocc_fused
+        lines.append(f"eager / fused: {s.preset} x{s.total_ms / fs.total_ms:.2f}, {f.preset} x{f.total_ms / ff.total_ms:.2f}")
     return "\n".join(lines)
 
 

@@ -61,6 +61,10 @@ def inference_model(model: torch.nn.Module, mode: str = "eager") -> torch.nn.Mod
         raise ConfigError(f"eval.inference: expected one of {', '.join(INFERENCE_MODES)}, found {mode!r}")
     if mode == "eager":
         return model
+    if not callable(getattr(model, "fuse", None)):
+        name = getattr(getattr(model, "config", None) or getattr(model, "cfg", None), "name", type(model).__name__)
+        raise ConfigError(f"eval.inference={mode}: {name} has no fused inference mode (the FlashOcc and SparseOcc "
+                          "presets have one); use eval.inference=eager")
     return model.fuse(compile=mode == "compiled")
 
 

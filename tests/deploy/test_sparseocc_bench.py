@@ -76,3 +76,21 @@ def test_the_generic_bench_points_sparseocc_to_its_own():
 
     with pytest.raises(ConfigError, match="run_sparseocc_bench"):
         run_bench(BenchConfig("sparseocc-tiny"))
+
+
+def test_fused_variants_are_timed_beside_eager_and_unread_flags_are_refused(tmp_path, capsys, monkeypatch):
+    from flashocc.cli import main
+
+    rep = SB.run_sparseocc_bench(SB.SparseOccBenchConfig("sparseocc-tiny", repeats=1, warmup=0, isolate=False,
+                                                         threads=1, fused=True))
+    assert rep.sparseocc_fused is not None and rep.flashocc_fused is not None
+    assert list(rep.sparseocc_fused.stages_ms) == list(rep.sparseocc.stages_ms)
+    assert rep.fused_ratios["total"] == pytest.approx(rep.sparseocc_fused.total_ms / rep.flashocc_fused.total_ms)
+    assert "both fused" in SB.format_sparseocc_report(rep)
+    seen = {}
+    monkeypatch.setattr(SB, "run_sparseocc_bench", lambda cfg: seen.setdefault("cfg", cfg) and rep)
+    assert main(["bench", "sparseocc-tiny", "--backend", "torch,torch-fused"]) == 0 and seen["cfg"].fused
+    for flags, name in ((["--backend", "torch,onnxruntime"], "--backend onnxruntime"),
+                        (["--precision", "int8"], "--precision int8"), (["--batch", "2"], "--batch 2")):
+        assert main(["bench", "sparseocc-tiny", *flags]) != 0
+        assert f"{name} is not read for SparseOcc presets" in capsys.readouterr().err

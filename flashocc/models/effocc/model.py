@@ -98,7 +98,7 @@ class EFFOcc(nn.Module):
         return self.img_view_transformer(encoded, batch, indices)
 
     # ---- after the encoders -------------------------------------------------------------------------
-    def fuse(self, img_bev: torch.Tensor | None, pts_bev: torch.Tensor) -> torch.Tensor:
+    def fuse_bev(self, img_bev: torch.Tensor | None, pts_bev: torch.Tensor) -> torch.Tensor:
         return pts_bev if self.occ_fuser is None else self.occ_fuser(img_bev, pts_bev)
 
     def bev_encoder(self, bev: torch.Tensor) -> torch.Tensor:
@@ -115,7 +115,7 @@ class EFFOcc(nn.Module):
             check_inputs(batch)
             lifted = self.lift_to_bev(self.encode_images(batch), batch, indices)
         pts_bev = self.encode_points(self.voxelize(batch), len(points))
-        bev = self.fuse(None if lifted is None else lifted.bev, pts_bev)
+        bev = self.fuse_bev(None if lifted is None else lifted.bev, pts_bev)
         feature = self.bev_encoder(bev)   # the fused BEV feature a distillation student is taught (engine/distill.py)
         logits = self.occ_head(feature)
         semantic = None

@@ -21,6 +21,7 @@ Eval output (dict): ``occ_loc`` (B, K, 3) long voxel indices, ``sem_pred`` (B, K
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,6 +80,7 @@ class SparseOcc(nn.Module):
         # and callers may set a numpy.random.RandomState (a module object would not survive deepcopy / EMA).
         self.color_rng: np.random.RandomState | None = None
         self.color_aug = cfg.color_aug
+        self.inference_only = False  # set by fuse(): BatchNorm folded, training would be wrong
         self._freeze_stages()
 
     # ---- training-mode details of the official backbone (mmdet ResNet frozen_stages, norm_eval) -------
@@ -95,6 +97,9 @@ class SparseOcc(nn.Module):
                 p.requires_grad_(False)
 
     def train(self, mode: bool = True) -> SparseOcc:
+        if mode and self.inference_only:
+            raise RuntimeError("a fused SparseOcc is for inference only (BatchNorm is folded into the convolutions); "
+                               "train the eager model and fuse it again")
         super().train(mode)
         if mode:
             self._freeze_stages()
@@ -122,15 +127,45 @@ class SparseOcc(nn.Module):
         feats = self.img_neck(self.img_backbone(self.normalize(img)))
         return [f.view(b, m, *f.shape[1:]) for f in feats]
 
-    def image_context(self, feats: list[torch.Tensor], batch: Mapping[str, Any], image_hw: tuple[int, int]
+    def group_features(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        """FPN levels (B, T·N, C, h, w) -> the layout the samplers read (``split_groups``)."""
+        cfg = self.cfg
+        return [split_groups(f, cfg.num_frames, cfg.num_views, cfg.num_groups) for f in feats]
+
+    @torch.no_grad()
+    def encode_grouped(self, img: torch.Tensor) -> list[torch.Tensor]:
+        """Inference: (B, T·N, 3, H, W) -> ``group_features(image_encoder(img))``, one frame (N images) at a
+        time, each frame's FPN output written straight into the grouped layout. The backbone activations of
+        only N images and one copy of the features exist at once (upstream runs all T·N images in one
+        batch, then copies the features into the sampling layout: SparseOcc@af4d9df models/sparseocc.py
+        extract_img_feat, models/sparseocc_transformer.py SparseOccTransformer.forward)."""
+        cfg = self.cfg
+        b, t, n, g = img.shape[0], cfg.num_frames, cfg.num_views, cfg.num_groups
+        out: list[torch.Tensor] | None = None
+        for i in range(b):
+            for j in range(t):
+                feats = self.img_neck(self.img_backbone(self.normalize(img[i, j * n:(j + 1) * n])))
+                if out is None:
+                    out = [f.new_zeros(b * t * g, f.shape[1] // g, n * (f.shape[2] + 1) + 1, f.shape[3])
+                           for f in feats]
+                row = (i * t + j) * g
+                for level, f in zip(out, feats):
+                    c, h, w = f.shape[1] // g, f.shape[2], f.shape[3]
+                    # (N, G·C, h, w) -> (G, C, N, h, w) into the views' rows (stack_views' layout)
+                    level[row:row + g, :, 1:].view(g, c, n, h + 1, w)[:, :, :, :h] = \
+                        f.reshape(n, g, c, h, w).permute(1, 2, 0, 3, 4)
+        assert out is not None
+        return out
+
+    def image_context(self, grouped: list[torch.Tensor], batch: Mapping[str, Any], image_hw: tuple[int, int]
                       ) -> ImageContext:
+        """Grouped FPN levels (``group_features`` / ``encode_grouped``) + the batch's projections."""
         cfg = self.cfg
         lidar2img = batch["lidar2img"].float()
         ego2lidar = batch.get("ego2lidar")
         if ego2lidar is not None:
             ego2lidar = ego2lidar.float()
             lidar2img = lidar2img @ (ego2lidar[:, None] if ego2lidar.dim() == 3 else ego2lidar)
-        grouped = [split_groups(f, cfg.num_frames, cfg.num_views, cfg.num_groups) for f in feats]
         return ImageContext(grouped, lidar2img, image_hw, cfg.num_frames, cfg.num_views)
 
     def decode(self, ctx: ImageContext, batch_size: int, generator: torch.Generator | None = None
@@ -184,9 +219,15 @@ class SparseOcc(nn.Module):
         return generator
 
     def forward_features(self, feats: list[torch.Tensor], batch: Mapping[str, Any], image_hw: tuple[int, int],
-                         generator: torch.Generator | None = None) -> dict[str, Any]:
-        ctx = self.image_context(feats, batch, image_hw)
-        levels, mask_preds, class_preds = self.decode(ctx, feats[0].shape[0], self.sampling_generator(generator))
+                         generator: torch.Generator | None = None, grouped: list[torch.Tensor] | None = None
+                         ) -> dict[str, Any]:
+        """FPN levels (or, with ``grouped``, the levels already in the sampling layout; ``feats`` is then
+        ignored and may be None) -> voxel levels and prediction sets."""
+        if grouped is None:
+            grouped = self.group_features(feats)
+            feats = None  # the grouped copy replaces the FPN outputs (freed here unless a caller holds them)
+        ctx = self.image_context(grouped, batch, image_hw)
+        levels, mask_preds, class_preds = self.decode(ctx, batch["img"].shape[0], self.sampling_generator(generator))
         return {"voxel_levels": levels, "mask_preds": mask_preds, "class_preds": class_preds}
 
     def forward(self, batch: Mapping[str, Any], return_intermediates: bool = False,
@@ -194,8 +235,11 @@ class SparseOcc(nn.Module):
         self.check_batch(batch)
         if self.training and "voxel_semantics" not in batch:
             raise KeyError("SparseOcc training needs batch['voxel_semantics'] (B, Dx, Dy, Dz) labels, 255 = ignore")
-        feats = self.image_encoder(batch["img"])
-        outs = self.forward_features(feats, batch, padded_hw(batch["img"]), generator)
+        hw = padded_hw(batch["img"])
+        if self.training or torch.is_grad_enabled():
+            outs = self.forward_features(self.image_encoder(batch["img"]), batch, hw, generator)
+        else:  # inference: frame by frame, a fraction of the peak memory, the same features
+            outs = self.forward_features(None, batch, hw, generator, grouped=self.encode_grouped(batch["img"]))
         if self.training:
             if self.criterion is None:
                 raise RuntimeError("this SparseOcc was built without a criterion; build it with build_sparseocc")
@@ -208,6 +252,28 @@ class SparseOcc(nn.Module):
         if return_intermediates:
             result.update(outs)
         return result
+
+    def fuse(self, channels_last: bool = True, compile: bool | str = False) -> SparseOcc:
+        """An inference-only copy with the same outputs and less work (this model is left as it is): the
+        backbone's BatchNorm folded into its convolutions, channels-last convolution weights, no criterion;
+        ``compile``: True (inductor) or a ``torch.compile`` backend for the backbone and the FPN. Its state
+        dict has no BatchNorm entries: save the eager model's."""
+        from flashocc.models.fuse import fold_batchnorm, to_channels_last
+
+        fused = copy.deepcopy(self).eval()
+        fused.criterion = None
+        for p in fused.parameters():
+            p.requires_grad_(False)
+        fold_batchnorm(fused.img_backbone)
+        if channels_last:
+            to_channels_last(fused.img_backbone)
+            to_channels_last(fused.img_neck)
+        if compile:
+            backend = "inductor" if compile is True else str(compile)
+            fused.img_backbone = torch.compile(fused.img_backbone, backend=backend, dynamic=False)
+            fused.img_neck = torch.compile(fused.img_neck, backend=backend, dynamic=False)
+        fused.inference_only = True
+        return fused
 
     @torch.no_grad()
     def predict(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
