@@ -173,6 +173,26 @@ class FusedOcc(nn.Module):
         return self(batch, indices).argmax(dim=-1).to(torch.uint8)
 
 
+def inference_copy(model: nn.Module, channels_last: bool = True, compile: bool | str = False,
+                   compiled_parts: tuple[str, ...] = ()) -> nn.Module:
+    """A deep copy of ``model`` (left unchanged) for inference: eval mode, no gradients, every BatchNorm
+    folded, channels-last convolution weights; ``compile``: True (inductor) or a ``torch.compile`` backend
+    name, applied to each child named in ``compiled_parts`` (tensor-in, tensor-out parts)."""
+    copied = copy.deepcopy(model).eval()
+    for p in copied.parameters():
+        p.requires_grad_(False)
+    fold_batchnorm(copied)
+    if channels_last:
+        to_channels_last(copied)
+    if compile:
+        backend = "inductor" if compile is True else str(compile)
+        for name in compiled_parts:
+            part = getattr(copied, name, None)
+            if part is not None:
+                setattr(copied, name, torch.compile(part, backend=backend, dynamic=False))
+    return copied
+
+
 def fuse_for_inference(model: nn.Module, channels_last: bool = True, compile: bool | str = False,
                        index_cache_size: int = 16) -> FusedOcc:
     """An inference-only copy of ``model`` (left unchanged): BatchNorm folded, channels-last weights,
@@ -180,18 +200,7 @@ def fuse_for_inference(model: nn.Module, channels_last: bool = True, compile: bo
     backend name, applied to each tensor-in, tensor-out part."""
     if isinstance(model, FusedOcc):
         raise ValueError("this model is already fused")
-    fused = copy.deepcopy(model).eval()
-    for p in fused.parameters():
-        p.requires_grad_(False)
+    fused = inference_copy(model, channels_last, compile, _COMPILED_PARTS)
     if getattr(fused, "semantic_head", None) is not None:
         fused.semantic_head = None  # a training aid: its output is only read by the criterion
-    fold_batchnorm(fused)
-    if channels_last:
-        to_channels_last(fused)
-    if compile:
-        backend = "inductor" if compile is True else str(compile)
-        for name in _COMPILED_PARTS:
-            part = getattr(fused, name, None)
-            if part is not None:
-                setattr(fused, name, torch.compile(part, backend=backend, dynamic=False))
     return FusedOcc(fused, index_cache_size).eval()

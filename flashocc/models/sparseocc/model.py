@@ -21,7 +21,6 @@ Eval output (dict): ``occ_loc`` (B, K, 3) long voxel indices, ``sem_pred`` (B, K
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -258,20 +257,10 @@ class SparseOcc(nn.Module):
         backbone's BatchNorm folded into its convolutions, channels-last convolution weights, no criterion;
         ``compile``: True (inductor) or a ``torch.compile`` backend for the backbone and the FPN. Its state
         dict has no BatchNorm entries: save the eager model's."""
-        from flashocc.models.fuse import fold_batchnorm, to_channels_last
+        from flashocc.models.fuse import inference_copy
 
-        fused = copy.deepcopy(self).eval()
+        fused = inference_copy(self, channels_last, compile, ("img_backbone", "img_neck"))
         fused.criterion = None
-        for p in fused.parameters():
-            p.requires_grad_(False)
-        fold_batchnorm(fused.img_backbone)
-        if channels_last:
-            to_channels_last(fused.img_backbone)
-            to_channels_last(fused.img_neck)
-        if compile:
-            backend = "inductor" if compile is True else str(compile)
-            fused.img_backbone = torch.compile(fused.img_backbone, backend=backend, dynamic=False)
-            fused.img_neck = torch.compile(fused.img_neck, backend=backend, dynamic=False)
         fused.inference_only = True
         return fused
 

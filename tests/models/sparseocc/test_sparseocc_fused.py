@@ -1,21 +1,15 @@
 """SparseOcc inference paths: the frame-by-frame encoder into the sampling layout (what ``forward`` runs under
 ``no_grad``) and the fused copy (``model.fuse()``: BatchNorm folded, channels-last), against the batch path."""
-from dataclasses import replace
-
 import pytest
 import torch
 
 from flashocc.engine.evaluate import inference_model
 from flashocc.errors import ConfigError
 from flashocc.models.presets import build_model
-from flashocc.models.sparseocc import build_sparseocc, sparseocc_tiny
+from flashocc.models.sparseocc import build_sparseocc
 from flashocc.models.sparseocc.examples import example_batch
 from flashocc.models.sparseocc.model import padded_hw
-
-
-def small_cfg(**changes):
-    return replace(sparseocc_tiny(), input_size=(32, 64), num_frames=3, num_views=2, topk_training=(100, 400, 800),
-                   topk_testing=(100, 200, 400), num_queries=6, sampling_seed=0, **changes)
+from test_sparseocc_stream_aug import small_cfg  # the same 3-frame, 2-camera model
 
 
 @pytest.fixture(scope="module")
