@@ -10,7 +10,8 @@ extract_img_feat). It prints the agreement of the occupancy logits (before argma
 rounds interleaved so a load change hits all alike, medians over ``--rounds``:
   official  the official modules, eager, called as BEVDet.extract_img_feat and BEVDetOCC.simple_test_occ call them;
   eager     ours (``torch_stage_times``);
-  fused     ours after ``flashocc.models.fuse.fuse_for_inference`` (BatchNorm folded, channels-last, cached indices).
+  fused     ours after ``flashocc.models.fuse.fuse_for_inference`` (BatchNorm folded, channels-last, cached indices);
+  compiled  (``--compile``) the fused copy with ``torch.compile`` (inductor) on each part, compiled before timing.
 Stages: image_encoder (backbone + neck), view_transform (depth net, geometry, BEV pooling), bev_encoder, head;
 total = their sum. The official view transform runs with the config's ``accelerate=False``: it rebuilds the
 pooling indices every frame, as ours does eagerly. GFLOP/s use our eager model's FLOPs (``stage_gflop``), the
@@ -81,7 +82,6 @@ from flashocc.models.presets import build_model
 
 PLUGIN = "projects.mmdet3d_plugin"
 CONFIGS = {"flashocc-r50-m0": "flashocc-r50-M0.py", "flashocc-r50-m1": "flashocc-r50.py"}
-VARIANTS = ("official", "eager", "fused")
 PATCHES = ["projects.mmdet3d_plugin.ops.bev_pool_v2.bev_pool_v2_ext.bev_pool_v2_forward -> bev_pool_v2_forward_cpu",
            "mmcv._ext -> raising stub", "torchvision, lyft_dataset_sdk -> stubs (if torchvision does not import)",
            "plugin package __init__ files bypassed; ops.bev_pool, ops.nearest_assign, models.model_utils, "
@@ -202,7 +202,12 @@ def official_stage_round(model, img_inputs: list) -> tuple[dict, torch.Tensor]:
     return {s: (b - a) * 1e3 for s, a, b in zip(STAGES, marks, marks[1:])}, logits
 
 
-def measure(root: Path, preset: str, rounds: int) -> dict:
+def _agreement(logits: torch.Tensor, reference: torch.Tensor) -> dict:
+    return {"max_abs_logit_diff": float((logits - reference).abs().max()),
+            "argmax_agreement": float((logits.argmax(-1) == reference.argmax(-1)).double().mean())}
+
+
+def measure(root: Path, preset: str, rounds: int, compiled: bool) -> dict:
     torch.manual_seed(0)
     ours = build_model(preset)
     calibrate_random_model(ours, [example_model_batch(ours.config)])
@@ -211,33 +216,31 @@ def measure(root: Path, preset: str, rounds: int) -> dict:
     official.eval()
     batch = example_model_batch(ours.config)
     img_inputs = official_img_inputs(batch)
-    fused = fuse_for_inference(ours)
+    ours_variants = {"eager": ours.eval(), "fused": fuse_for_inference(ours)}
+    if compiled:
+        ours_variants["compiled"] = fuse_for_inference(ours, compile=True)
     with torch.no_grad():
         ref = ours(batch)
         _, off = official_stage_round(official, img_inputs)
-        fus = fused(batch)
         # The official test entry point (softmax + argmax per sample) must give the labels of the stage calls.
         occ = official.forward_test(points=None, img_inputs=[img_inputs], img_metas=[[{}] * len(img_inputs[0])])
     official_labels = torch.as_tensor(occ[0]).long()
     agreement = {
-        "official_vs_eager": {"max_abs_logit_diff": float((off - ref).abs().max()),
-                              "argmax_agreement": float((off.argmax(-1) == ref.argmax(-1)).double().mean())},
-        "fused_vs_official": {"max_abs_logit_diff": float((fus - off).abs().max()),
-                              "argmax_agreement": float((fus.argmax(-1) == off.argmax(-1)).double().mean())},
+        "official_vs_eager": _agreement(off, ref),
+        **{f"{k}_vs_official": _agreement(m(batch), off) for k, m in ours_variants.items() if k != "eager"},
         "official_forward_test_vs_stages": float((official_labels == off[0].argmax(-1)).double().mean()),
         "logit_abs_max": float(ref.abs().max()),
     }
     device = torch.device("cpu")
-    run = {"official": lambda: official_stage_round(official, img_inputs)[0],
-           "eager": lambda: torch_stage_times(ours.eval(), batch, 1, 0, device),
-           "fused": lambda: torch_stage_times(fused, batch, 1, 0, device)}
+    run = {"official": lambda: official_stage_round(official, img_inputs)[0]}
+    run.update({k: (lambda m=m: torch_stage_times(m, batch, 1, 0, device)) for k, m in ours_variants.items()})
     for fn in run.values():  # warm-up: first-call allocations, oneDNN primitive caches, the fused index cache
         fn()
-    times = {k: {s: [] for s in (*STAGES, "total")} for k in VARIANTS}
+    times = {k: {s: [] for s in (*STAGES, "total")} for k in run}
     peaks = []
     for _ in range(rounds):
         peaks.append(gemm_peak_gflops(device))
-        for k in VARIANTS:
+        for k in run:
             stages = run[k]()
             for s, ms in stages.items():
                 times[k][s].append(ms)
@@ -252,14 +255,15 @@ def measure(root: Path, preset: str, rounds: int) -> dict:
 
 def table(results: list[dict]) -> str:
     cols = (*STAGES, "total")
-    lines = ["| preset | variant | " + " | ".join(f"{s} ms (GFLOP/s)" for s in cols) + " |",
+    lines = ["| preset | variant | " + " | ".join(f"{s} ms (GFLOP/s, % peak)" for s in cols) + " |",
              "|" + "---|" * (2 + len(cols))]
     for r in results:
         med = r["median_ms"]
-        for k in VARIANTS:
-            cells = [f"{med[k][s]:.0f} ({r['gflop'][s] / (med[k][s] / 1e3):.1f})" for s in cols]
+        for k in med:
+            rate = {s: r["gflop"][s] / (med[k][s] / 1e3) for s in cols}
+            cells = [f"{med[k][s]:.0f} ({rate[s]:.1f}, {100 * rate[s] / r['peak_gflops_per_s']:.0f} %)" for s in cols]
             lines.append(f"| {r['preset']} | {k} | " + " | ".join(cells) + " |")
-        for k in ("eager", "fused"):
+        for k in [v for v in med if v != "official"]:
             ratio = " | ".join(f"{med['official'][s] / med[k][s]:.2f}x" for s in cols)
             lines.append(f"| {r['preset']} | official / {k} | {ratio} |")
     return "\n".join(lines)
@@ -279,6 +283,7 @@ def main() -> None:
     parser.add_argument("--presets", default="flashocc-r50-m0,flashocc-r50-m1")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="also time the fused copy under torch.compile")
     parser.add_argument("--out", default=None, help="write all figures here (JSON)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -290,14 +295,13 @@ def main() -> None:
 
     results = []
     for preset in args.presets.split(","):
-        results.append(measure(root, preset, args.rounds))
+        results.append(measure(root, preset, args.rounds, args.compile))
         a = results[-1]["agreement"]
-        print(f"{preset}: official vs ours eager: max |logit diff| {a['official_vs_eager']['max_abs_logit_diff']:.3g} "
-              f"(logits up to {a['logit_abs_max']:.3g}), argmax agreement "
-              f"{100 * a['official_vs_eager']['argmax_agreement']:.4f} %; ours fused vs official: "
-              f"{a['fused_vs_official']['max_abs_logit_diff']:.3g}, "
-              f"{100 * a['fused_vs_official']['argmax_agreement']:.4f} %; official forward_test labels = stage argmax: "
-              f"{100 * a['official_forward_test_vs_stages']:.4f} %", flush=True)
+        pairs = "; ".join(f"{name.replace('_', ' ')}: max |logit diff| {v['max_abs_logit_diff']:.3g}, argmax "
+                          f"agreement {100 * v['argmax_agreement']:.4f} %"
+                          for name, v in a.items() if isinstance(v, dict))
+        print(f"{preset}: {pairs} (logits up to {a['logit_abs_max']:.3g}); official forward_test labels = stage "
+              f"argmax: {100 * a['official_forward_test_vs_stages']:.4f} %", flush=True)
     meta = {"date_utc": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}",
             "cpu": platform.processor() or platform.machine(), "threads": args.threads, "torch": torch.__version__,
             "mmcv": mmcv.__version__, "mmdet": mmdet.__version__, "mmdet3d": mmdet3d.__version__,

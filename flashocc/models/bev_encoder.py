@@ -57,7 +57,9 @@ class BasicBlock3D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(self.conv2(self.conv1(x)) + identity)
+        out = self.conv2(self.conv1(x))
+        out += identity  # in place: no new activation-sized tensor per block
+        return self.relu(out)
 
 
 class CustomResNet3D(nn.Module):
