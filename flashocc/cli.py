@@ -121,6 +121,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fuse", action="store_true", help="fused inference (BatchNorm folded, channels-last, cached "
                                                        "pooling indices; same logits): eval.inference=fused")
     p.add_argument("--compile", action="store_true", help="fused inference plus torch.compile: eval.inference=compiled")
+    p.add_argument("--reuse-memory", action="store_true", help="CPU: keep freed memory in the process for reuse "
+                   "(glibc), so large activations stop page-faulting (flashocc/cpu_memory.py)")
     p.add_argument("--panoptic", action="store_true",
                    help="also RayPQ from a panoptic model's instance ids (panoptic-flashocc presets; the data set's "
                         "Occ3D-panoptic instances: data.load_instances)")
@@ -130,6 +132,15 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 def _metric_list(text: str) -> tuple[str, ...]:
     return tuple(m.strip().lower() for m in text.split(",") if m.strip())
+
+
+def _reuse_memory(args: argparse.Namespace) -> None:
+    if args.reuse_memory:
+        from flashocc.cpu_memory import reuse_freed_memory
+
+        if not reuse_freed_memory():
+            print(f"flashocc {args.command}: --reuse-memory needs glibc (Linux); the allocator is unchanged",
+                  file=sys.stderr)
 
 
 def _inference_mode(args: argparse.Namespace, default: str) -> str:
@@ -152,6 +163,7 @@ def _run_eval(args: argparse.Namespace) -> int:
                                         metrics=_metric_list(args.metrics) if args.metrics is not None
                                         else cfg.eval.metrics))
     ev = cfg.eval
+    _reuse_memory(args)
     info = setup_distributed(args.device)
     model = load_model_for_inference(cfg, args.checkpoint, info.device, use_ema=ev.use_ema)
     model = inference_model(model, _inference_mode(args, ev.inference))
@@ -182,6 +194,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fuse", action="store_true", help="fused inference (BatchNorm folded, channels-last, cached "
                                                        "pooling indices; same logits): eval.inference=fused")
     p.add_argument("--compile", action="store_true", help="fused inference plus torch.compile: eval.inference=compiled")
+    p.add_argument("--reuse-memory", action="store_true", help="CPU: keep freed memory in the process for reuse "
+                   "(glibc), so large activations stop page-faulting (flashocc/cpu_memory.py)")
     p.add_argument("--viz", action="store_true", help="also render pictures of each prediction into OUT/viz")
     p.set_defaults(func=_run_predict)
 
@@ -198,6 +212,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         return 0
     # Prediction needs no ground truth (nor the instance ids that come with it).
     cfg = replace(cfg, data=replace(cfg.data, load_occ=False, load_instances=False, instances_root=""))
+    _reuse_memory(args)
     info = setup_distributed(args.device)
     prepare_prediction_dir(args.out, args.overwrite, info)      # refuse (or clear) old files before the slow part
     model = load_model_for_inference(cfg, args.checkpoint, info.device, use_ema=cfg.eval.use_ema and not args.no_ema)
@@ -600,6 +615,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help="EFFOcc presets: synthetic LiDAR points per sample (default 34000, about one nuScenes sweep)")
     p.add_argument("--compare", help="SparseOcc presets: the FlashOcc preset timed beside it on the same images "
                    "(default flashocc-r50-m1; flashocc-tiny for sparseocc-tiny)")
+    p.add_argument("--reuse-memory", action="store_true", help="CPU: keep freed memory in the process for reuse "
+                   "(glibc), so large activations stop page-faulting (flashocc/cpu_memory.py)")
     p.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT")
     p.set_defaults(func=_run_bench)
 
@@ -608,6 +625,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     from flashocc.deploy.bench import BenchConfig, format_table, run_bench
     from flashocc.models.presets import get_config
 
+    _reuse_memory(args)
     if getattr(get_config(args.preset), "family", "") == "sparseocc":  # its own stages: deploy/sparseocc_bench.py
         return _run_sparseocc_bench(args)
     cfg = BenchConfig(args.preset, backends=_names(args.backend or "torch,onnxruntime"),

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from flashocc.cpu_memory import freed_memory_is_kept
 from flashocc.deploy.onnx import node_stage
 from flashocc.deploy.timing import PeakMemory, isolated, sync, time_call
 from flashocc.device import autocast_available, device_name, resolve_device
@@ -536,6 +537,8 @@ def format_table(report: BenchReport) -> str:
         lines.append(f"{r.backend:<14}{r.precision:<6}{stages}{ms(r.total_ms):>10}{r.fps:>8.2f}"
                      f"{ms(r.peak_mem_mib):>9}{agree:>9}")
     lines += throughput_lines(report)
+    if freed_memory_is_kept():
+        lines.append("mem MiB: not measured, freed memory is kept for reuse (--reuse-memory, flashocc/cpu_memory.py)")
     if report.ablation:
         lines += ["", "occupancy part (BEV encoder + head), torch fp32:",
                   f"{'preset':<18}{'head':<20}{'latency ms':>11}{'mem MiB':>9}{'params':>12}"]

@@ -8,12 +8,14 @@ from collections.abc import Callable
 
 import torch
 
+from flashocc.cpu_memory import freed_memory_is_kept
 from flashocc.device import max_memory_allocated, memory_allocated, reset_peak_memory, synchronize
 
 
 class PeakMemory:
     """Peak growth of memory while the block runs: the accelerator allocator's peak, sampled RSS on the CPU,
-    and None on an accelerator whose allocator keeps no peak (MPS)."""
+    and None on an accelerator whose allocator keeps no peak (MPS) or on a CPU whose freed memory is kept
+    for reuse (``flashocc.cpu_memory``: the block may grow into pages it does not add to the RSS)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device, self.peak_mib = device, 0.0
@@ -47,6 +49,8 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         self.peak_mib = max(0, max(self._peak, self.rss_bytes()) - self._base) / 2**20
+        if freed_memory_is_kept():
+            self.peak_mib = None
 
 
 def sync(device: torch.device) -> None:

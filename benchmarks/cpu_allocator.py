@@ -1,0 +1,99 @@
+"""The CPU forward with glibc's default allocator against ``flashocc.cpu_memory.reuse_freed_memory()``.
+
+The setting is process-wide and cannot be undone, so each measurement is a child process: the parent
+starts them alternately (default, reuse, default, reuse, ...) so that a load change hits both alike.
+Each child builds the preset with ``torch.manual_seed(0)`` (BatchNorm statistics from one example batch),
+times ``--rounds`` stage-timed forwards of the eager model and of its fused copy (``torch_stage_times``,
+one untimed first), and prints its medians as JSON; the parent prints the median over the children of
+each variant and the default / reuse ratios, and with ``--conv`` also a 64 -> 256 1x1 convolution on a
+(6, 64, 64, 176) input, the ResNet-50 layer1 shape whose 69 MB output page-faults on every call.
+
+  python benchmarks/cpu_allocator.py --preset flashocc-r50-m0 --children 2 --rounds 4 --threads 2 --conv
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+
+def child(preset: str, rounds: int, threads: int, reuse: bool, conv: bool) -> dict:
+    from flashocc.cpu_memory import reuse_freed_memory
+
+    applied = reuse_freed_memory() if reuse else False
+    import torch
+
+    from flashocc.deploy.bench import calibrate_random_model, torch_stage_times
+    from flashocc.models.examples import example_model_batch
+    from flashocc.models.fuse import fuse_for_inference
+    from flashocc.models.presets import build_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build_model(preset)
+    calibrate_random_model(model, [example_model_batch(model.config)])
+    model.eval()
+    variants = {"eager": model, "fused": fuse_for_inference(model)}
+    batch = example_model_batch(model.config)
+    cpu = torch.device("cpu")
+    times: dict[str, list[dict]] = {k: [] for k in variants}
+    for k, m in variants.items():
+        torch_stage_times(m, batch, 1, 0, cpu)
+    for _ in range(rounds):
+        for k, m in variants.items():
+            times[k].append(torch_stage_times(m, batch, 1, 0, cpu))
+    out = {"applied": applied}
+    for k, rows in times.items():
+        out[k] = {s: statistics.median(r[s] for r in rows) for s in rows[0]}
+        out[k]["total"] = statistics.median(sum(r.values()) for r in rows)
+    if conv:
+        x = torch.randn(6, 64, 64, 176).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(256, 64, 1, 1).contiguous(memory_format=torch.channels_last)
+        ms = []
+        for _ in range(rounds + 2):
+            start = time.perf_counter()
+            torch.nn.functional.conv2d(x, w)
+            ms.append((time.perf_counter() - start) * 1e3)
+        out["conv1x1_64_256_ms"] = statistics.median(ms[2:])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="flashocc-r50-m0")
+    parser.add_argument("--children", type=int, default=2, help="child processes per setting")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--conv", action="store_true", help="also time the 64 -> 256 1x1 convolution")
+    parser.add_argument("--child", choices=("default", "reuse"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.preset, args.rounds, args.threads, args.child == "reuse", args.conv)))
+        return
+    results: dict[str, list[dict]] = {"default": [], "reuse": []}
+    for _ in range(args.children):
+        for setting in results:
+            cmd = [sys.executable, __file__, "--child", setting, "--preset", args.preset, "--rounds",
+                   str(args.rounds), "--threads", str(args.threads)] + (["--conv"] if args.conv else [])
+            line = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            results[setting].append(json.loads(line))
+            print(setting, line, flush=True)
+    if not all(r["applied"] for r in results["reuse"]):
+        sys.exit("reuse_freed_memory() did not apply (not glibc?): no comparison")
+    print(f"\n{args.preset}, {args.threads} threads, median over {args.children} children x {args.rounds} rounds (ms):")
+    for variant in ("eager", "fused"):
+        for stage in results["default"][0][variant]:
+            d = statistics.median(r[variant][stage] for r in results["default"])
+            u = statistics.median(r[variant][stage] for r in results["reuse"])
+            print(f"  {variant:<6} {stage:<15} default {d:8.1f}   reuse {u:8.1f}   default / reuse {d / u:5.2f}x")
+    if args.conv:
+        d = statistics.median(r["conv1x1_64_256_ms"] for r in results["default"])
+        u = statistics.median(r["conv1x1_64_256_ms"] for r in results["reuse"])
+        print(f"  1x1 conv 64->256 on (6, 64, 64, 176): default {d:.1f}   reuse {u:.1f}   {d / u:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
