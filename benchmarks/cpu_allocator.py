@@ -2,9 +2,9 @@
 
 The setting is process-wide and cannot be undone, so each measurement is a child process: the parent
 starts them alternately (default, reuse, default, reuse, ...) so that a load change hits both alike.
-Each child builds the preset with ``torch.manual_seed(0)`` (BatchNorm statistics from one example batch),
-times ``--rounds`` stage-timed forwards of the eager model and of its fused copy (``torch_stage_times``,
-one untimed first), and prints its medians as JSON; the parent prints the median over the children of
+Each child runs ``measure`` of benchmarks/fused_inference.py (the preset with ``torch.manual_seed(0)``,
+BatchNorm statistics from one example batch, ``--rounds`` stage-timed forwards of the eager model and its
+fused copy after an untimed one) and prints its medians as JSON; the parent prints the median over the children of
 each variant and the default / reuse ratios, and with ``--conv`` also a 64 -> 256 1x1 convolution on a
 (6, 64, 64, 176) input, the ResNet-50 layer1 shape whose 69 MB output page-faults on every call.
 
@@ -23,32 +23,14 @@ import time
 def child(preset: str, rounds: int, threads: int, reuse: bool, conv: bool) -> dict:
     from flashocc.cpu_memory import reuse_freed_memory
 
-    applied = reuse_freed_memory() if reuse else False
+    applied = reuse_freed_memory() if reuse else False  # before torch allocates anything
     import torch
 
-    from flashocc.deploy.bench import calibrate_random_model, torch_stage_times
-    from flashocc.models.examples import example_model_batch
-    from flashocc.models.fuse import fuse_for_inference
-    from flashocc.models.presets import build_model
+    from fused_inference import measure  # this folder's eager / fused stage timing (sys.path[0] when run)
 
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = build_model(preset)
-    calibrate_random_model(model, [example_model_batch(model.config)])
-    model.eval()
-    variants = {"eager": model, "fused": fuse_for_inference(model)}
-    batch = example_model_batch(model.config)
-    cpu = torch.device("cpu")
-    times: dict[str, list[dict]] = {k: [] for k in variants}
-    for k, m in variants.items():
-        torch_stage_times(m, batch, 1, 0, cpu)
-    for _ in range(rounds):
-        for k, m in variants.items():
-            times[k].append(torch_stage_times(m, batch, 1, 0, cpu))
-    out = {"applied": applied}
-    for k, rows in times.items():
-        out[k] = {s: statistics.median(r[s] for r in rows) for s in rows[0]}
-        out[k]["total"] = statistics.median(sum(r.values()) for r in rows)
+    result = measure(preset, rounds, channels_last=True)
+    out = {"applied": applied, "peak_gflops_per_s": result["peak_gflops_per_s"], **result["median_ms"]}
     if conv:
         x = torch.randn(6, 64, 64, 176).contiguous(memory_format=torch.channels_last)
         w = torch.randn(256, 64, 1, 1).contiguous(memory_format=torch.channels_last)

@@ -121,8 +121,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fuse", action="store_true", help="fused inference (BatchNorm folded, channels-last, cached "
                                                        "pooling indices; same logits): eval.inference=fused")
     p.add_argument("--compile", action="store_true", help="fused inference plus torch.compile: eval.inference=compiled")
-    p.add_argument("--reuse-memory", action="store_true", help="CPU: keep freed memory in the process for reuse "
-                   "(glibc), so large activations stop page-faulting (flashocc/cpu_memory.py)")
+    _add_reuse_memory(p)
     p.add_argument("--panoptic", action="store_true",
                    help="also RayPQ from a panoptic model's instance ids (panoptic-flashocc presets; the data set's "
                         "Occ3D-panoptic instances: data.load_instances)")
@@ -132,6 +131,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 def _metric_list(text: str) -> tuple[str, ...]:
     return tuple(m.strip().lower() for m in text.split(",") if m.strip())
+
+
+def _add_reuse_memory(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reuse-memory", action="store_true", help="CPU: keep freed memory in the process for reuse "
+                   "(glibc), so large activations stop page-faulting (flashocc/cpu_memory.py)")
 
 
 def _reuse_memory(args: argparse.Namespace) -> None:
@@ -194,8 +198,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fuse", action="store_true", help="fused inference (BatchNorm folded, channels-last, cached "
                                                        "pooling indices; same logits): eval.inference=fused")
     p.add_argument("--compile", action="store_true", help="fused inference plus torch.compile: eval.inference=compiled")
-    p.add_argument("--reuse-memory", action="store_true", help="CPU: keep freed memory in the process for reuse "
-                   "(glibc), so large activations stop page-faulting (flashocc/cpu_memory.py)")
+    _add_reuse_memory(p)
     p.add_argument("--viz", action="store_true", help="also render pictures of each prediction into OUT/viz")
     p.set_defaults(func=_run_predict)
 
@@ -615,8 +618,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help="EFFOcc presets: synthetic LiDAR points per sample (default 34000, about one nuScenes sweep)")
     p.add_argument("--compare", help="SparseOcc presets: the FlashOcc preset timed beside it on the same images "
                    "(default flashocc-r50-m1; flashocc-tiny for sparseocc-tiny)")
-    p.add_argument("--reuse-memory", action="store_true", help="CPU: keep freed memory in the process for reuse "
-                   "(glibc), so large activations stop page-faulting (flashocc/cpu_memory.py)")
+    _add_reuse_memory(p)
     p.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT")
     p.set_defaults(func=_run_bench)
 

@@ -30,6 +30,9 @@ class PeakMemory:
             synchronize(self.device)
             self._base = memory_allocated(self.device) if reset_peak_memory(self.device) else None
             return self
+        self._thread = None
+        if freed_memory_is_kept():  # RSS growth shows no peak then: nothing to sample
+            return self
         self._base = self._peak = self.rss_bytes()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -46,11 +49,12 @@ class PeakMemory:
             peak = max_memory_allocated(self.device)
             self.peak_mib = None if self._base is None or peak is None else (peak - self._base) / 2**20
             return
+        if self._thread is None:
+            self.peak_mib = None
+            return
         self._stop.set()
         self._thread.join()
         self.peak_mib = max(0, max(self._peak, self.rss_bytes()) - self._base) / 2**20
-        if freed_memory_is_kept():
-            self.peak_mib = None
 
 
 def sync(device: torch.device) -> None:
